@@ -1,0 +1,33 @@
+"""Start-up shared by the launchers: platform set-up and readable errors."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app
+
+
+def setup() -> None:
+  """Joins a multi-host run when asked to (``GENJAX_MULTIHOST=1``).
+
+  On a TPU pod or a multi-node GPU cluster every host runs the same command;
+  ``jax.distributed.initialize()`` finds the coordinator from the environment.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  if os.environ.get("GENJAX_MULTIHOST", "0") == "1":
+    jax.distributed.initialize()
+
+
+def run(main) -> None:
+  """``absl.app.run`` that prints a one-line error instead of a traceback for
+  the user errors genjax raises (bad names, bad config values, missing data)."""
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except (KeyError, ValueError, FileNotFoundError, TypeError) as e:
+      if os.environ.get("GENJAX_TRACEBACK"):
+        raise
+      msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+      sys.exit(f"error: {msg}\n(set GENJAX_TRACEBACK=1 for the traceback)")
+  app.run(wrapped)

@@ -1,0 +1,73 @@
+r"""Variational autoencoder (Kingma & Welling 2014) on binarized digits or MNIST.
+
+Variants:
+  smoke:  a tiny MLP VAE on digits, 20 steps, seconds on a CPU (tests use it).
+  digits: the embedded default (scikit-learn's 8x8 digits, no download), about a
+          minute on a laptop CPU:
+            python -m experiments.main --config=experiments/configs/vae.py:digits \
+                --workdir=runs/vae_digits
+  digits2d: as digits with a 2-D latent space, for the latent map.
+  mnist:  dynamically binarized MNIST, MLP 784-512-512-50 with a Bernoulli decoder,
+          trained for a fixed budget sized to about 45 minutes on a 2-core CPU:
+            python -m experiments.main --config=experiments/configs/vae.py:mnist \
+                --workdir=runs/vae_mnist
+            python -m experiments.evaluate --workdir=runs/vae_mnist --num_samples=5000
+          Result: see README.md ("Results"), produced by experiments/vae_mnist.sh.
+  mnist_conv: the convolutional encoder/decoder on binarized MNIST.
+  mnist8bit: 8-bit MNIST with a discretized logistic decoder (bits/dim).
+"""
+
+from __future__ import annotations
+
+from experiments.configs import common
+
+
+def get_config(variant: str = "digits"):
+  c = common.base_config()
+  c.model.name = "vae"
+  c.model.likelihood = "bernoulli"
+  c.model.architecture = "mlp"
+  c.model.hidden = (256, 256)
+  c.model.channels = (32, 64)
+  c.model.latent_dim = 16
+  c.model.beta = 1.0
+  c.eval_num_samples = 1000        # IWAE samples for experiments.evaluate's NLL (flag overrides)
+
+  if variant == "smoke":
+    common.smoke(c)
+    c.model.hidden = (32,)
+    c.model.latent_dim = 4
+    c.eval_num_samples = 16
+  elif variant in ("digits", "digits2d"):
+    c.data.name = "digits"
+    c.batch_size = 64
+    c.total_steps = 4000
+    c.log_every = 200
+    c.eval_every = 1000
+    c.checkpoint_every = 1000
+    c.sample_every = 1000
+    if variant == "digits2d":
+      c.model.latent_dim = 2
+  elif variant in ("mnist", "mnist_conv", "mnist8bit"):
+    c.data.name = "mnist"
+    c.batch_size = 128
+    c.total_steps = 200_000
+    c.model.hidden = (512, 512)
+    c.model.latent_dim = 50
+    c.log_every = 1000
+    c.eval_every = 10_000
+    c.eval_batch_size = 1000
+    c.checkpoint_every = 10_000
+    c.sample_every = 20_000
+    c.eval_num_samples = 5000
+    if variant == "mnist_conv":
+      c.model.architecture = "conv"
+      c.total_steps = 50_000
+    if variant == "mnist8bit":
+      c.data.view = "8bit"
+      c.model.likelihood = "discretized_logistic"
+  else:
+    raise ValueError(
+        f"unknown variant {variant!r} of vae; choose smoke, digits, digits2d, mnist, "
+        "mnist_conv or mnist8bit")
+  return c

@@ -1,0 +1,37 @@
+r"""Trains a model, or resumes its run: the main job.
+
+  python -m experiments.main --config=experiments/configs/vae.py:digits \
+      --workdir=runs/vae_digits [--config.total_steps=8000 ...]
+
+Re-running with the same --workdir resumes from the newest checkpoint; with
+--workdir alone it reuses the run's saved config.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from experiments import common
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "experiment config: experiments/configs/<name>.py:<variant>",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory", required=True)
+
+
+def main(argv):
+  del argv
+  from genjax import experiment  # pylint: disable=g-import-not-at-top
+  common.setup()
+  config = _CONFIG.value or experiment.load_config(_WORKDIR.value)
+  try:
+    experiment.train(config, _WORKDIR.value)
+  except experiment.NonFiniteLossError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,30 @@
+"""genjax: deep generative models in JAX, as pure functions compiled with jax.jit.
+
+Families are reached through the registry::
+
+  import genjax
+  family = genjax.models.get("vae")
+  model = family.build(config.model, jax.random.key(0))
+  loss, metrics = family.loss(model, batch, key)
+
+Modules: ``models`` (registry and families), ``data`` (TFDS builders read through
+grain), ``distributions`` and ``nn`` (shared pieces), ``train`` (the compiled,
+data-parallel train step), ``experiment`` (train/evaluate/sample over a work
+directory), ``inspection`` (cost, memory and IR of compiled functions),
+``checkpoint`` and ``images``.
+"""
+
+from genjax import models
+from genjax import train
+from genjax import inspection
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+  # The data stack (TFDS, grain) and the runners import lazily: `import genjax`
+  # for the pure model functions stays fast.
+  import importlib  # pylint: disable=g-import-not-at-top
+  if name in ("data", "experiment", "checkpoint", "images", "distributions", "nn"):
+    return importlib.import_module(f"genjax.{name}")
+  raise AttributeError(f"module 'genjax' has no attribute {name!r}")

@@ -1,0 +1,77 @@
+"""Orbax checkpoints of the training state and the data iterator's position."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Saves and restores ``(train state, data iterator state)`` under one directory.
+
+  The newest ``max_to_keep`` checkpoints are kept. A checkpoint is only written
+  from a finite state (`save` refuses otherwise), and orbax writes each one to a
+  temporary directory first, so a crash never leaves a corrupt newest checkpoint.
+  """
+
+  def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3):
+    self.directory = pathlib.Path(directory).absolute()
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        item_names=("state", "data"))
+
+  def latest_step(self) -> int | None:
+    """The newest saved step, or None."""
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return list(self._manager.all_steps())
+
+  def path(self, step: int) -> pathlib.Path:
+    return self.directory / str(step)
+
+  def save(self, step: int, state: Any, data_state: dict | None = None) -> None:
+    """Writes a checkpoint and waits for it (the state must be finite)."""
+    from genjax.train import is_finite_tree  # pylint: disable=g-import-not-at-top
+    if not is_finite_tree(state):
+      raise FloatingPointError(
+          f"refusing to checkpoint a non-finite state at step {step}")
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=ocp.args.JsonSave(data_state or {})), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, abstract_state: Any, step: int | None = None
+              ) -> tuple[Any, dict, int]:
+    """Restores ``(state, data_state, step)``; ``step`` defaults to the newest.
+
+    Args:
+      abstract_state: a pytree of ``jax.ShapeDtypeStruct`` (with shardings) shaped
+        like the saved state, e.g. from ``nnx.eval_shape``; restoring against it
+        gives back optimizer states as their own types.
+      step: which checkpoint; the newest when None.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint in {self.directory}")
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore()))
+    return out["state"], dict(out["data"] or {}), step
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+
+def abstract_like(state: Any, sharding=None) -> Any:
+  """``jax.ShapeDtypeStruct`` leaves for ``state`` (optionally with a sharding)."""
+  def to_struct(x):
+    return jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                sharding=sharding if sharding is not None
+                                else getattr(x, "sharding", None))
+  return jax.tree.map(to_struct, state)

@@ -1,0 +1,592 @@
+"""Runs over a work directory: train (and resume), evaluate, sample.
+
+These are the libraries behind ``experiments.main``, ``experiments.evaluate`` and
+``experiments.sample``; they are written once against the model protocol of
+``genjax.models`` and work for every family. A work directory holds::
+
+  config.json        the run's config (later launches with --workdir only reuse it)
+  metrics.jsonl      one JSON object per logged step (train and eval rows)
+  tb/                TensorBoard events
+  samples/           PNG sample grids
+  checkpoints/<step> orbax checkpoints of the train state and the data position
+  eval.json          written by evaluate
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import math
+import pathlib
+import signal
+import sys
+import time
+import types
+from typing import Any, Callable, Iterable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from genjax import checkpoint as ckpt_lib
+from genjax import data as data_lib
+from genjax import images as images_lib
+from genjax import models
+from genjax import train as train_lib
+
+# Config blocks that must not change when a run is resumed (they define the
+# parameters, the data order or the meaning of the step count).
+_FROZEN = ("seed", "batch_size", "model", "data.name", "data.view")
+
+
+class NonFiniteLossError(RuntimeError):
+  """Training stopped because a step produced a non-finite loss or metric."""
+
+
+def _log(msg: str) -> None:
+  print(msg, file=sys.stderr, flush=True)
+
+
+# -------------------------------------------------------------------- configs
+
+
+def prepare_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Validates a config and fills derived fields (``model.input_shape``).
+
+  Raises:
+    KeyError: unknown model or dataset name (the message lists the known ones).
+    ValueError: an inconsistent field, named with the fix.
+  """
+  config = ml_collections.ConfigDict(config.to_dict())
+  family = models.get(config.model.name)
+  if config.data.name not in data_lib.DATASETS:
+    raise KeyError(
+        f"unknown dataset {config.data.name!r}; known datasets: "
+        f"{', '.join(data_lib.DATASETS)}. Set config.data.name to one of them.")
+  if config.data.view not in data_lib.VIEWS:
+    raise ValueError(
+        f"unknown config.data.view {config.data.view!r}; choose one of "
+        f"{', '.join(data_lib.VIEWS)}")
+  shape = tuple(data_lib.info(config.data.name)["input_shape"])
+  given = tuple(config.model.get("input_shape", ()) or ())
+  if given and given != shape:
+    raise ValueError(
+        f"config.model.input_shape={given} does not match the {config.data.name} "
+        f"data of shape {shape}; leave it empty (it is filled from the data) or fix it")
+  config.model.input_shape = shape
+  if config.batch_size % jax.process_count():
+    raise ValueError(
+        f"config.batch_size={config.batch_size} must be divisible by the "
+        f"{jax.process_count()} hosts")
+  check = getattr(family, "check_config", None)
+  if check is not None:
+    check(config)
+  return config
+
+
+def save_config(config, workdir: pathlib.Path) -> None:
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+
+
+def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """The config a run in ``workdir`` was started with."""
+  path = pathlib.Path(workdir) / "config.json"
+  if not path.exists():
+    raise FileNotFoundError(
+        f"{path} does not exist: {workdir} holds no genjax run. Train first with "
+        "python -m experiments.main --config=experiments/configs/<name>.py:<variant> "
+        f"--workdir={workdir}")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+def _get(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
+
+
+def _check_resumable(saved, config) -> None:
+  diffs = []
+  for key in _FROZEN:
+    a, b = _normalise(_get(saved, key)), _normalise(_get(config, key))
+    if a != b:
+      diffs.append(f"{key}: saved {a!r}, now {b!r}")
+  if diffs:
+    raise ValueError(
+        "the config differs from the one this work directory was trained with, in "
+        "fields that a resumed run cannot change:\n  " + "\n  ".join(diffs) +
+        "\nUse a new --workdir, or launch with the saved config (--workdir alone).")
+
+
+def _normalise(x):
+  if isinstance(x, dict):
+    return {k: _normalise(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_normalise(v) for v in x]
+  return x
+
+
+# -------------------------------------------------------------------- writers
+
+
+class MetricWriter:
+  """Writes metric rows to ``metrics.jsonl`` and TensorBoard."""
+
+  def __init__(self, workdir: pathlib.Path):
+    self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    try:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(workdir / "tb"))
+    except ImportError:  # pragma: no cover - tensorboardX is a dependency
+      self._tb = None
+
+  def write(self, step: int, row: dict[str, Any]) -> None:
+    row = {"step": int(step), **{k: _py(v) for k, v in row.items()}}
+    self._file.write(json.dumps(row) + "\n")
+    self._file.flush()
+    if self._tb is not None:
+      for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and math.isfinite(v):
+          self._tb.add_scalar(k, v, step)
+
+  def write_images(self, step: int, tag: str, grid_uint8: np.ndarray) -> None:
+    if self._tb is not None:
+      self._tb.add_image(tag, grid_uint8, step, dataformats="HWC")
+
+  def close(self) -> None:
+    self._file.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _py(v):
+  v = np.asarray(v)
+  return v.item() if v.size == 1 else v.tolist()
+
+
+def _fmt_time(seconds: float) -> str:
+  if not math.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+# ------------------------------------------------------------ model functions
+
+
+def jit_model_fn(fn: Callable, static_argnames: Iterable[str] = ()) -> Callable:
+  """``jax.jit`` of ``fn(model, *args)`` taking ``(graphdef, state, *args)``.
+
+  The model is passed as its split state so that the compiled function is pure;
+  the graphdef is static (hashable), so one compilation serves every call with
+  the same shapes.
+  """
+  def wrapped(graphdef, state, *args, **kwargs):
+    return fn(nnx.merge(graphdef, state), *args, **kwargs)
+  return jax.jit(wrapped, static_argnums=0, static_argnames=tuple(static_argnames))
+
+
+def evaluate_model(family: types.ModuleType, model: nnx.Module,
+                   batches: Iterable[dict], key: jax.Array, *,
+                   ll_kwargs: dict | None = None, progress: bool = False,
+                   num_batches: int | None = None) -> dict[str, Any]:
+  """Mean log-likelihood and the family's ``eval_metrics`` over ``batches``.
+
+  Returns:
+    ``nll_nats`` (per example), ``bits_per_dim`` (``nll / (D ln 2)``), the mean of
+    every ``eval_metrics`` entry, and ``num_examples``.
+  """
+  graphdef, state = nnx.split(model)
+  ll_fn = jit_model_fn(lambda m, b, k: family.log_likelihood(m, b, k, **(ll_kwargs or {})))
+  extra = getattr(family, "eval_metrics", None)
+  extra_fn = jit_model_fn(extra) if extra is not None else None
+  sums: dict[str, float] = {}
+  count = 0
+  start = time.time()
+  for i, batch in enumerate(batches):
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    bkey = jax.random.fold_in(key, i)
+    ll = np.asarray(ll_fn(graphdef, state, batch, bkey), np.float64)
+    sums["ll"] = sums.get("ll", 0.0) + float(ll.sum())
+    if extra_fn is not None:
+      for k, v in extra_fn(graphdef, state, batch, jax.random.fold_in(bkey, 1)).items():
+        sums[k] = sums.get(k, 0.0) + float(np.asarray(v, np.float64).sum())
+    count += ll.shape[0]
+    if progress:
+      done = i + 1
+      rate = count / max(time.time() - start, 1e-9)
+      eta = ((num_batches - done) * (time.time() - start) / done
+             if num_batches else float("nan"))
+      _log(f"  eval batch {done}/{num_batches or '?'} | {count} examples | "
+           f"nll {-sums['ll'] / count:.3f} nats | {rate:.1f} ex/s | ETA {_fmt_time(eta)}")
+  if count == 0:
+    raise ValueError("evaluation saw no examples")
+  dims = int(np.prod(model.input_shape))
+  out = {"nll_nats": -sums.pop("ll") / count}
+  out["bits_per_dim"] = out["nll_nats"] / (dims * math.log(2))
+  out.update({k: v / count for k, v in sums.items()})
+  out["num_examples"] = count
+  return out
+
+
+# ---------------------------------------------------------------------- train
+
+
+def _creator(family, config, key) -> Callable[[], train_lib.TrainState]:
+  """The function that builds a fresh train state (also run under eval_shape)."""
+  return lambda: train_lib.create_train_state(
+      family, config.model, config.optimizer, config.total_steps, key)
+
+
+def _data_kwargs(config) -> dict:
+  return dict(data_dir=config.data.data_dir or None,
+              mnist_dir=config.data.mnist_dir or None)
+
+
+def _eval_batches(config, split="test", batch_size=None):
+  per_host = (batch_size or config.eval_batch_size)
+  return data_lib.eval_batches(
+      config.data.name, split, batch_size=per_host, view=config.data.view,
+      seed=config.seed, **_data_kwargs(config))
+
+
+@contextlib.contextmanager
+def _stop_signals():
+  """SIGINT/SIGTERM set a flag instead of killing the process mid-step."""
+  flag = {"signal": None}
+
+  def handler(signum, _):
+    flag["signal"] = signal.Signals(signum).name
+
+  previous = {}
+  for s in (signal.SIGINT, signal.SIGTERM):
+    try:
+      previous[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread: leave signals alone
+      pass
+  try:
+    yield flag
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+          devices=None) -> dict[str, Any]:
+  """Trains (or resumes) the run of ``config`` in ``workdir``.
+
+  Resumes from the newest checkpoint in ``workdir/checkpoints`` with the step
+  count, the randomness and the data order continuing; raising
+  ``config.total_steps`` continues a finished run.
+
+  Args:
+    config: an experiment config (``experiments/configs/<name>.py``).
+    workdir: the run's directory (created if needed).
+    devices: devices of the data-parallel mesh (default: all).
+
+  Returns:
+    The last logged train metrics and the final evaluation.
+
+  Raises:
+    NonFiniteLossError: a step produced a non-finite loss; nothing was saved from
+      it, and the message names the newest good checkpoint.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  config = prepare_config(config)
+  if (workdir / "config.json").exists():
+    _check_resumable(load_config(workdir), config)
+  save_config(config, workdir)
+  family = models.get(config.model.name)
+
+  mesh = train_lib.make_mesh(devices)
+  root = jax.random.key(config.seed)
+  init_key, train_key, sample_key, eval_key = jax.random.split(root, 4)
+  data_seed = config.seed
+
+  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
+  create = _creator(family, config, init_key)
+  it = data_lib.train_iterator(
+      config.data.name, batch_size=config.batch_size // jax.process_count(),
+      view=config.data.view, seed=data_seed, **_data_kwargs(config))
+
+  latest = ckpt.latest_step()
+  if latest is None:
+    ts = create()
+    init = getattr(family, "initialize", None)
+    if init is not None:  # data-dependent init, only on a fresh start
+      init_batch = next(data_lib.train_iterator(
+          config.data.name, batch_size=config.batch_size // jax.process_count(),
+          view=config.data.view, seed=data_seed, **_data_kwargs(config)))
+      init(ts.model, {k: jnp.asarray(v) for k, v in init_batch.items()},
+           jax.random.fold_in(init_key, 1))
+    graphdef, state = nnx.split(ts)
+    state = train_lib.replicate(state, mesh)
+    start = 0
+    _log(f"genjax: new run of {config.model.name} on {config.data.name} in {workdir}")
+  else:
+    abstract = nnx.eval_shape(create)
+    graphdef, abstract_state = nnx.split(abstract)
+    abstract_state = ckpt_lib.abstract_like(
+        abstract_state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    state, data_state, start = ckpt.restore(abstract_state)
+    if data_state:
+      it.set_state(data_state)
+    _log(f"genjax: resuming {workdir} from checkpoint step {start}")
+
+  ts_view = nnx.merge(graphdef, state)
+  num_params = train_lib.count_params(ts_view.model)
+  model_graphdef = nnx.graphdef(ts_view.model)
+  del ts_view
+  _log(f"genjax: {num_params:,} parameters, {mesh.devices.size} device(s) "
+       f"({jax.devices()[0].platform}), global batch {config.batch_size}, "
+       f"steps {start} -> {config.total_steps}")
+
+  step_fn = train_lib.compile_train_step(family, graphdef, mesh)
+  sample_fn = jit_model_fn(family.sample, static_argnames=("num",))
+  writer = MetricWriter(workdir)
+  last: dict[str, Any] = {}
+
+  def model_state(state):
+    return nnx.state(nnx.merge(graphdef, state).model)
+
+  def write_samples(step, state):
+    images = sample_fn(model_graphdef, model_state(state),
+                       jax.random.fold_in(sample_key, step), num=config.num_samples)
+    path = images_lib.save_grid(workdir / "samples" / f"step_{step:08d}.png",
+                                np.asarray(images))
+    writer.write_images(step, "samples", images_lib.grid(np.asarray(images)))
+    return path
+
+  def run_eval(step, state):
+    model = nnx.merge(graphdef, state).model
+    t0 = time.time()
+    result = evaluate_model(family, model, _eval_batches(config), eval_key)
+    row = {f"eval/{k}": v for k, v in result.items()}
+    row["eval/seconds"] = time.time() - t0
+    writer.write(step, row)
+    _log(f"  eval at step {step}: " + ", ".join(
+        f"{k} {v:.4f}" for k, v in result.items() if k != "num_examples"))
+    return result
+
+  def save(step, state):
+    ckpt.save(step, state, it.get_state())
+
+  pending = None  # this step's device metrics, fetched one step late (async dispatch)
+  window: dict[str, float] = {}
+  window_n = 0
+  t_window = t_start = time.time()
+  step = start
+  stopped_by = None
+
+  def account(pending):
+    nonlocal window_n
+    host = jax.device_get(pending[1])
+    _check_finite((pending[0], host), ckpt)
+    for k, v in host.items():
+      window[k] = window.get(k, 0.0) + float(v)
+    window_n += 1
+
+  try:
+    with _stop_signals() as stop:
+      while step < config.total_steps:
+        batch = train_lib.shard_batch(next(it), mesh)
+        state, metrics = step_fn(state, batch, train_key)
+        step += 1
+        if pending is not None:
+          account(pending)
+        pending = (step, metrics)
+        is_log = step % config.log_every == 0 or step == config.total_steps
+        is_eval = bool(config.eval_every) and step % config.eval_every == 0
+        is_sample = bool(config.sample_every) and step % config.sample_every == 0
+        is_ckpt = step % config.checkpoint_every == 0
+        if not (is_log or is_eval or is_sample or is_ckpt or stop["signal"]):
+          continue
+        account(pending)  # every action below sees a checked, finite step
+        pending = None
+        if is_log:
+          now = time.time()
+          rate = window_n / max(now - t_window, 1e-9)
+          row = {k: v / window_n for k, v in window.items() if k != "finite"}
+          row.update(steps_per_sec=rate, examples_per_sec=rate * config.batch_size,
+                     wall_seconds=now - t_start)
+          writer.write(step, row)
+          _log(f"step {step}/{config.total_steps} | loss {row['loss']:.4f} | "
+               f"{rate:.1f} steps/s | {rate * config.batch_size:.0f} ex/s | "
+               f"elapsed {_fmt_time(now - t_start)} | "
+               f"ETA {_fmt_time((config.total_steps - step) / rate)}")
+          last = row
+          window, window_n, t_window = {}, 0, time.time()
+        if is_eval:
+          run_eval(step, state)
+        if is_sample:
+          write_samples(step, state)
+        if is_ckpt:
+          save(step, state)
+        if stop["signal"]:
+          stopped_by = stop["signal"]
+          break
+      if pending is not None:
+        account(pending)
+    if ckpt.latest_step() != step:
+      save(step, state)
+    if stopped_by:
+      _log(f"genjax: {stopped_by} received; saved checkpoint at step {step} in "
+           f"{ckpt.path(step)}; re-run the same command to resume")
+      return {"train": last, "stopped_by": stopped_by, "step": step}
+    path = write_samples(step, state)
+    result = run_eval(step, state)
+    _log(f"genjax: done at step {step} in {_fmt_time(time.time() - t_start)}; "
+         f"samples in {path}")
+    return {"train": last, "eval": result, "step": step}
+  finally:
+    writer.close()
+    ckpt.close()
+
+
+def _check_finite(prev, ckpt) -> None:
+  step, metrics = prev
+  if float(metrics.get("finite", 1.0)) < 1.0:
+    bad = ", ".join(f"{k}={float(v):g}" for k, v in metrics.items()
+                    if not math.isfinite(float(v)))
+    good = ckpt.latest_step()
+    where = (f"the newest good checkpoint is step {good} in {ckpt.path(good)}"
+             if good is not None else "no checkpoint was written yet")
+    raise NonFiniteLossError(
+        f"non-finite loss or metric at step {step} ({bad}); training stopped and the "
+        f"update was not applied; {where}. Lower config.optimizer.learning_rate or "
+        "set config.optimizer.grad_clip_norm, then re-run to resume from it.")
+
+
+def synthetic_batch(config, batch_size: int | None = None, seed: int = 0) -> dict:
+  """A random batch shaped and typed like the config's data (no data read)."""
+  rng = np.random.default_rng(seed)
+  n = batch_size or config.batch_size
+  shape = tuple(config.model.input_shape)
+  high = 2 if config.data.view == "binarized" else 256
+  info = data_lib.info(config.data.name)
+  return {"image": rng.integers(0, high, (n, *shape), dtype=np.uint8),
+          "label": rng.integers(0, info["num_classes"], (n,), dtype=np.int32)}
+
+
+def compile_setup(config, devices=None) -> types.SimpleNamespace:
+  """A fresh train state, a synthetic batch and the jitted train step of ``config``.
+
+  For inspection and benchmarks: nothing is read from disk. The train step is
+  not yet compiled (``inspection.inspect_jitted`` compiles it).
+  """
+  config = prepare_config(config)
+  family = models.get(config.model.name)
+  mesh = train_lib.make_mesh(devices)
+  ts = _creator(family, config, jax.random.key(config.seed))()
+  num_params = train_lib.count_params(ts.model)
+  graphdef, state = nnx.split(ts)
+  return types.SimpleNamespace(
+      step=train_lib.compile_train_step(family, graphdef, mesh),
+      state=train_lib.replicate(state, mesh),
+      batch=train_lib.shard_batch(synthetic_batch(config), mesh),
+      key=jax.random.key(config.seed), num_params=num_params,
+      num_devices=mesh.devices.size, device_kind=mesh.devices.flat[0].device_kind,
+      config=config, family=family, graphdef=graphdef, mesh=mesh)
+
+
+# ------------------------------------------------------- restore / evaluate / sample
+
+
+def restore_model(workdir: str | pathlib.Path, step: int | None = None):
+  """The model of the newest (or given) checkpoint in ``workdir``.
+
+  Returns:
+    ``(family, model, config, step)``.
+  """
+  workdir = pathlib.Path(workdir)
+  config = load_config(workdir)
+  family = models.get(config.model.name)
+  key = jax.random.split(jax.random.key(config.seed), 4)[0]
+  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
+  try:
+    if ckpt.latest_step() is None:
+      raise FileNotFoundError(
+          f"no checkpoint in {workdir / 'checkpoints'}; train first with "
+          f"python -m experiments.main --workdir={workdir} --config=...")
+    abstract = nnx.eval_shape(_creator(family, config, key))
+    graphdef, abstract_state = nnx.split(abstract)
+    abstract_state = ckpt_lib.abstract_like(
+        abstract_state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    state, _, step = ckpt.restore(abstract_state, step)
+  finally:
+    ckpt.close()
+  return family, nnx.merge(graphdef, state).model, config, step
+
+
+def evaluate(workdir: str | pathlib.Path, *, num_samples: int | None = None,
+             split: str = "test", batch_size: int | None = None,
+             seed: int = 0) -> dict[str, Any]:
+  """Evaluates the newest checkpoint on ``split``; writes ``workdir/eval.json``.
+
+  Args:
+    workdir: a run directory.
+    num_samples: importance samples for families whose ``log_likelihood`` takes
+      ``num_samples`` (the VAE's IWAE bound); default ``config.eval_num_samples``.
+    split: the data split.
+    batch_size: examples per evaluation batch (default ``config.eval_batch_size``).
+    seed: seed of the evaluation's randomness.
+
+  Returns:
+    The dict written to ``eval.json``.
+  """
+  workdir = pathlib.Path(workdir)
+  family, model, config, step = restore_model(workdir)
+  ll_kwargs = {}
+  params = inspect.signature(family.log_likelihood).parameters
+  if "num_samples" in params:
+    ll_kwargs["num_samples"] = int(num_samples or config.get("eval_num_samples", 1))
+  batch_size = batch_size or config.eval_batch_size
+  n = data_lib.info(config.data.name)["splits"][split]
+  num_batches = -(-n // batch_size)
+  _log(f"genjax: evaluating {config.model.name} step {step} on {config.data.name}/"
+       f"{split} ({n} examples, {ll_kwargs or 'exact likelihood'})")
+  t0 = time.time()
+  result = evaluate_model(family, model, _eval_batches(config, split, batch_size),
+                          jax.random.key(seed), ll_kwargs=ll_kwargs, progress=True,
+                          num_batches=num_batches)
+  out = {"model": config.model.name, "dataset": config.data.name, "split": split,
+         "view": config.data.view, "step": step, **result, **ll_kwargs,
+         "likelihood": getattr(family, "LIKELIHOOD", "exact"),
+         "seconds": time.time() - t0, "device": jax.devices()[0].device_kind}
+  if config.data.view == "binarized":
+    out["binarization"] = (f"dynamic (fresh Bernoulli draw per example per epoch) in "
+                           f"training; fixed-seed draw (seed {config.seed}) of the "
+                           f"{split} split for evaluation")
+  (workdir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+  return out
+
+
+def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None,
+           seed: int = 0, extras: bool = True) -> list[pathlib.Path]:
+  """Writes a grid of ``num`` samples of the newest checkpoint as a PNG.
+
+  With ``extras``, also writes the family's ``visualizations`` (e.g. the VAE's
+  reconstructions, interpolations and latent map) beside it.
+  """
+  workdir = pathlib.Path(workdir)
+  family, model, config, step = restore_model(workdir)
+  out_path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.png"
+  key = jax.random.key(seed)
+  graphdef, state = nnx.split(model)
+  images = jit_model_fn(family.sample, static_argnames=("num",))(
+      graphdef, state, key, num=num)
+  paths = [images_lib.save_grid(out_path, np.asarray(images))]
+  vis = getattr(family, "visualizations", None)
+  if extras and vis is not None:
+    batch = next(iter(_eval_batches(config, "test", 16)))
+    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    for name, imgs in vis(model, jax.random.fold_in(key, 1), batch).items():
+      imgs = np.asarray(imgs)
+      cols = int(round(math.sqrt(imgs.shape[0])))
+      paths.append(images_lib.save_grid(
+          out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols))
+  return paths

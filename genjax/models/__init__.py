@@ -1,0 +1,95 @@
+"""The model registry: every family registers a module under a name.
+
+A family is a Python module that provides the protocol of ``DESIGN.md``:
+
+* ``build(config, key) -> nnx.Module``: the model, from ``config`` (the ``model``
+  block of an experiment config; ``config.name`` names the family and
+  ``config.input_shape`` is ``(H, W, C)`` for image models).
+* ``loss(model, batch, key) -> (scalar, metrics)``: the training loss and a dict of
+  scalar metrics. ``batch = {"image": uint8[B, H, W, C], "label": int32[B]}``.
+* ``log_likelihood(model, batch, key, **kwargs) -> float[B]``: log p(x) in nats per
+  example (exact for flows and autoregressive models, a lower bound for the VAE and
+  diffusion; GANs raise ``NotImplementedError`` with a reason).
+* ``sample(model, key, num, **kwargs) -> uint8[num, H, W, C]``: images in the data's
+  own space (``{0, 1}`` for binarized data, ``0..255`` for 8-bit data).
+
+Optional hooks, looked up with ``getattr`` by the generic training and launcher code:
+
+* ``initialize(model, batch, key) -> None``: data-dependent initialisation (e.g.
+  ActNorm) run once on the first training batch, before step 0.
+* ``make_optimizer(model, tx) -> nnx.Optimizer | dict``: defaults to one
+  ``nnx.Optimizer(model, tx, wrt=nnx.Param)``.
+* ``update(model, optimizer, batch, key) -> metrics``: one in-place training update;
+  defaults to ``genjax.train.default_update`` (a gradient step on ``loss``).
+* ``eval_metrics(model, batch, key) -> dict[str, float[B]]``: extra per-example
+  numbers for ``experiments.evaluate`` (e.g. the VAE's ELBO terms).
+* ``visualizations(model, key, batch) -> dict[str, uint8[N, H, W, C]]``: extra image
+  sets that ``experiments.sample`` writes as PNG grids.
+* ``forward`` / ``inverse`` (flows) and ``conditionals`` (autoregressive models).
+"""
+
+from __future__ import annotations
+
+import importlib
+import types
+
+# name -> module path. Families are imported lazily so that importing genjax stays cheap.
+_REGISTRY: dict[str, str] = {
+    "vae": "genjax.models.vae",
+}
+
+
+def register(name: str, module_path: str) -> None:
+  """Registers a family module (importable path) under ``name``."""
+  if name in _REGISTRY and _REGISTRY[name] != module_path:
+    raise ValueError(f"model {name!r} is already registered as {_REGISTRY[name]!r}")
+  _REGISTRY[name] = module_path
+
+
+def names() -> list[str]:
+  """The registered family names, sorted."""
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> types.ModuleType:
+  """Returns the family module registered as ``name``.
+
+  Raises:
+    KeyError: with the list of known names, when ``name`` is not registered.
+  """
+  if name not in _REGISTRY:
+    raise KeyError(
+        f"unknown model {name!r}; known models: {', '.join(names())}. "
+        "Set config.model.name to one of them.")
+  return importlib.import_module(_REGISTRY[name])
+
+
+def check_image_batch(batch, input_shape, *, binary: bool | None = None) -> None:
+  """Raises a clear error when ``batch`` does not fit an image model.
+
+  Runs at trace time (shapes and dtypes are static), so it costs nothing in a
+  compiled step.
+
+  Args:
+    batch: ``{"image": uint8[B, H, W, C], ...}``.
+    input_shape: the ``(H, W, C)`` the model was built for.
+    binary: unused by the check itself; kept for error messages of binary models.
+  """
+  if not isinstance(batch, dict) or "image" not in batch:
+    raise TypeError(
+        "a batch must be a dict with an 'image' entry of dtype uint8 and shape "
+        f"[B, {', '.join(map(str, input_shape))}]; got {type(batch).__name__}"
+        + (f" with keys {sorted(batch)}" if isinstance(batch, dict) else ""))
+  image = batch["image"]
+  shape = tuple(getattr(image, "shape", ()))
+  if len(shape) != 4 or shape[1:] != tuple(input_shape):
+    raise ValueError(
+        f"batch['image'] has shape {shape}, but the model was built for images of "
+        f"shape (H, W, C) = {tuple(input_shape)}: expected [B, "
+        f"{', '.join(map(str, input_shape))}]. Build the model with "
+        "config.model.input_shape equal to the data's shape.")
+  if getattr(image, "dtype", None) != "uint8":
+    raise TypeError(
+        f"batch['image'] has dtype {image.dtype}, expected uint8 (binarized images "
+        "hold 0/1, 8-bit images 0..255); convert with .astype(np.uint8) or use the "
+        "genjax.data pipelines.")

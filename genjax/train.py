@@ -1,0 +1,249 @@
+"""Compiled, data-parallel training written once against the model protocol.
+
+The training state is an NNX module (`TrainState`) that holds the model, its
+optimizer(s) and a step counter. It is split into ``(graphdef, state)`` once; the
+train step is a pure function ``(state, batch, key) -> (state, metrics)`` that
+merges inside a plain ``jax.jit`` with the state donated (the functional training
+loop of the Flax performance guide). Data parallelism is a ``Mesh`` with one
+``data`` axis: the batch is sharded on it, the state is replicated, and XLA's
+partitioner inserts the gradient all-reduce.
+
+A family customises training through optional hooks (see ``genjax.models``):
+``make_optimizer`` (several players, e.g. a GAN's generator and discriminator) and
+``update`` (the in-place update of one step). Everything else (compilation,
+sharding, the non-finite guard, metrics, checkpoints) is shared.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Batch = dict[str, Any]
+Metrics = dict[str, jax.Array]
+
+
+class Step(nnx.Variable):
+  """The global training step, kept in the state (and in checkpoints)."""
+
+
+class TrainState(nnx.Module):
+  """Model, optimizer(s) and step counter: everything a checkpoint holds.
+
+  Attributes:
+    model: the family's NNX module.
+    opt: an ``nnx.Optimizer``, or a dict of them for multi-player families.
+    step: number of updates applied so far.
+  """
+
+  def __init__(self, model: nnx.Module, opt: Any):
+    self.model = model
+    self.opt = nnx.data(opt) if isinstance(opt, dict) else opt
+    self.step = Step(jnp.zeros((), jnp.int32))
+
+
+# --------------------------------------------------------------------------- optax
+
+
+def make_schedule(cfg, total_steps: int) -> optax.Schedule:
+  """A learning-rate schedule from ``config.optimizer``.
+
+  ``cfg.schedule`` is ``constant``, ``cosine`` (linear warm-up then cosine decay to
+  ``cfg.final_lr_fraction`` of the peak) or ``linear`` (warm-up then linear decay).
+  """
+  peak = float(cfg.learning_rate)
+  warmup = int(cfg.get("warmup_steps", 0))
+  kind = cfg.get("schedule", "constant")
+  final = peak * float(cfg.get("final_lr_fraction", 0.0))
+  decay_steps = max(int(total_steps) - warmup, 1)
+  if kind == "constant":
+    if warmup:
+      return optax.join_schedules(
+          [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)],
+          [warmup])
+    return optax.constant_schedule(peak)
+  if kind == "cosine":
+    return optax.warmup_cosine_decay_schedule(
+        0.0, peak, warmup, warmup + decay_steps, end_value=final)
+  if kind == "linear":
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, peak, max(warmup, 1)),
+         optax.linear_schedule(peak, final, decay_steps)], [max(warmup, 1)])
+  raise ValueError(
+      f"unknown config.optimizer.schedule {kind!r}; choose constant, cosine or linear")
+
+
+def make_tx(cfg, total_steps: int) -> optax.GradientTransformation:
+  """An optax optimizer from ``config.optimizer``: clipping, then Adam(W) or SGD.
+
+  Args:
+    cfg: ``name`` (``adam``, ``adamw``, ``sgd``), ``learning_rate``, ``schedule``,
+      ``warmup_steps``, ``grad_clip_norm`` (0 disables), ``weight_decay``, ``b1``,
+      ``b2``, ``eps``, ``momentum``.
+    total_steps: length of the run, for decaying schedules.
+
+  Returns:
+    The gradient transformation.
+  """
+  lr = make_schedule(cfg, total_steps)
+  name = cfg.get("name", "adam")
+  if name == "adam":
+    opt = optax.adam(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
+                     eps=cfg.get("eps", 1e-8))
+  elif name == "adamw":
+    opt = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
+                      eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 0.0))
+  elif name == "sgd":
+    opt = optax.sgd(lr, momentum=cfg.get("momentum", None) or None)
+  else:
+    raise ValueError(f"unknown config.optimizer.name {name!r}; choose adam, adamw or sgd")
+  clip = float(cfg.get("grad_clip_norm", 0.0) or 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), opt) if clip > 0 else opt
+
+
+# ------------------------------------------------------------------ state and step
+
+
+def create_train_state(family: types.ModuleType, model_config, optimizer_config,
+                       total_steps: int, key: jax.Array) -> TrainState:
+  """Builds the model with ``family.build`` and its optimizer(s)."""
+  model = family.build(model_config, key)
+  tx = make_tx(optimizer_config, total_steps)
+  make_opt = getattr(family, "make_optimizer", None)
+  opt = make_opt(model, tx) if make_opt else nnx.Optimizer(model, tx, wrt=nnx.Param)
+  return TrainState(model, opt)
+
+
+def global_norm(tree) -> jax.Array:
+  """The L2 norm of all leaves of a pytree (of arrays or NNX variables)."""
+  return optax.global_norm(jax.tree.leaves(tree))
+
+
+def default_update(family: types.ModuleType, model: nnx.Module,
+                   opt: nnx.Optimizer, batch: Batch, key: jax.Array) -> Metrics:
+  """One gradient step on ``family.loss``, in place; the default ``update`` hook.
+
+  Returns the family's metrics plus ``grad_norm``, ``param_norm`` and
+  ``update_norm`` (the L2 norm of the parameter change).
+  """
+  def loss_fn(m):
+    return family.loss(m, batch, key)
+
+  (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+  before = nnx.state(model, nnx.Param)
+  opt.update(model, grads)
+  after = nnx.state(model, nnx.Param)
+  metrics = dict(metrics)
+  metrics["loss"] = loss
+  metrics["grad_norm"] = global_norm(grads)
+  metrics["param_norm"] = global_norm(after)
+  metrics["update_norm"] = global_norm(jax.tree.map(jnp.subtract, after, before))
+  return metrics
+
+
+def make_train_step(family: types.ModuleType, graphdef: nnx.GraphDef
+                    ) -> Callable[[nnx.State, Batch, jax.Array], tuple[nnx.State, Metrics]]:
+  """The pure train step ``(state, batch, key) -> (state, metrics)``.
+
+  ``key`` is the run's training key; the step uses ``fold_in(key, step)``, so a
+  resumed run draws exactly the randomness it would have drawn. The update is applied only when the loss and every metric are finite, so a
+  non-finite step leaves the state as it was (``metrics["finite"]`` is 0 and the
+  host stops). Compile it with `compile_train_step`.
+  """
+  update = getattr(family, "update", None)
+
+  def step(state: nnx.State, batch: Batch, key: jax.Array):
+    old_leaves = jax.tree.leaves(state)  # merge may share variables with `state`
+    ts = nnx.merge(graphdef, state)
+    key = jax.random.fold_in(key, ts.step.value)
+    if update is not None:
+      metrics = update(ts.model, ts.opt, batch, key)
+    else:
+      metrics = default_update(family, ts.model, ts.opt, batch, key)
+    ts.step.value = ts.step.value + 1
+    new_state = nnx.state(ts)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
+    leaves, treedef = jax.tree.flatten(new_state)
+    new_state = jax.tree.unflatten(treedef, [
+        jnp.where(finite, n, o) for n, o in zip(leaves, old_leaves, strict=True)])
+    metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+    metrics["finite"] = finite.astype(jnp.float32)
+    return new_state, metrics
+
+  return step
+
+
+def compile_train_step(family, graphdef, mesh: Mesh | None = None):
+  """``jax.jit`` of `make_train_step` with the state donated.
+
+  With a mesh, the state is replicated and the batch sharded on ``data``.
+  """
+  step = make_train_step(family, graphdef)
+  if mesh is None:
+    return jax.jit(step, donate_argnums=0)
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(step, donate_argnums=0,
+                 in_shardings=(replicated, batch_sharding(mesh), replicated),
+                 out_shardings=(replicated, replicated))
+
+
+# --------------------------------------------------------------------------- mesh
+
+
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D data-parallel mesh (axis ``data``) over ``devices`` (default: all)."""
+  devices = jax.devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), ("data",),
+              axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P("data"))
+
+
+def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
+  """Places this host's batch on the mesh, sharded on ``data``.
+
+  Each host passes its own slice of the global batch (multi-host runs read
+  disjoint shards of the data); the result is one global array per entry.
+  """
+  sharding = batch_sharding(mesh)
+  n = mesh.devices.size
+  out = {}
+  for name, x in batch.items():
+    x = np.asarray(x)
+    global_rows = x.shape[0] * jax.process_count()
+    if global_rows % n:
+      raise ValueError(
+          f"the global batch size {global_rows} is not divisible by the {n} devices of "
+          f"the mesh; set config.batch_size to a multiple of {n}")
+    out[name] = jax.make_array_from_process_local_data(sharding, x)
+  return out
+
+
+def replicate(tree, mesh: Mesh):
+  """Places every leaf of ``tree`` on all devices of ``mesh``."""
+  return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def is_finite_tree(tree) -> bool:
+  """True when every floating leaf of ``tree`` is finite (a host sync)."""
+  leaves = [x for x in jax.tree.leaves(tree)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+  if not leaves:
+    return True
+  return bool(jax.jit(lambda ls: jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(l)) for l in ls])))(leaves))
+
+
+def count_params(model: nnx.Module) -> int:
+  """Number of scalar parameters (``nnx.Param`` leaves) of ``model``."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+
