@@ -30,4 +30,19 @@ def run(main) -> None:
         raise
       msg = e.args[0] if isinstance(e, KeyError) and e.args else e
       sys.exit(f"error: {msg}\n(set GENJAX_TRACEBACK=1 for the traceback)")
-  app.run(wrapped)
+  app.run(wrapped, flags_parser=_parse_flags)
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with a one-line error for config overrides that name a
+  key the config does not have (ml_collections raises a bare KeyError)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    return flags.FLAGS(argv)
+  except KeyError as e:
+    detail = str(e.args[0] if e.args else e).replace("\n", " ")
+    sys.exit(f"error: a --config.<key> override names a key the config does not have: "
+             f"{detail}. List the keys with python -c \"from experiments.configs.<name> "
+             "import get_config; print(get_config('<variant>'))\"")
+  except flags.Error as e:
+    sys.exit(f"error: {e}\nPass --helpshort to see the flags.")

@@ -15,6 +15,7 @@ These are the libraries behind ``experiments.main``, ``experiments.evaluate`` an
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import math
@@ -189,6 +190,15 @@ def jit_model_fn(fn: Callable, static_argnames: Iterable[str] = ()) -> Callable:
   return jax.jit(wrapped, static_argnums=0, static_argnames=tuple(static_argnames))
 
 
+@functools.lru_cache(maxsize=32)
+def _eval_fns(family: types.ModuleType, ll_items: tuple) -> tuple[Callable, Callable | None]:
+  """Jitted log-likelihood and eval-metrics functions, made once per family."""
+  ll_kwargs = dict(ll_items)
+  ll_fn = jit_model_fn(lambda m, b, k: family.log_likelihood(m, b, k, **ll_kwargs))
+  extra = getattr(family, "eval_metrics", None)
+  return ll_fn, (jit_model_fn(extra) if extra is not None else None)
+
+
 def evaluate_model(family: types.ModuleType, model: nnx.Module,
                    batches: Iterable[dict], key: jax.Array, *,
                    ll_kwargs: dict | None = None, progress: bool = False,
@@ -200,9 +210,7 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
     every ``eval_metrics`` entry, and ``num_examples``.
   """
   graphdef, state = nnx.split(model)
-  ll_fn = jit_model_fn(lambda m, b, k: family.log_likelihood(m, b, k, **(ll_kwargs or {})))
-  extra = getattr(family, "eval_metrics", None)
-  extra_fn = jit_model_fn(extra) if extra is not None else None
+  ll_fn, extra_fn = _eval_fns(family, tuple(sorted((ll_kwargs or {}).items())))
   sums: dict[str, float] = {}
   count = 0
   start = time.time()

@@ -115,9 +115,11 @@ def create_train_state(family: types.ModuleType, model_config, optimizer_config,
                        total_steps: int, key: jax.Array) -> TrainState:
   """Builds the model with ``family.build`` and its optimizer(s)."""
   model = family.build(model_config, key)
-  tx = make_tx(optimizer_config, total_steps)
   make_opt = getattr(family, "make_optimizer", None)
-  opt = make_opt(model, tx) if make_opt else nnx.Optimizer(model, tx, wrt=nnx.Param)
+  if make_opt is not None:  # e.g. one optimizer per player of a GAN
+    opt = make_opt(model, optimizer_config, total_steps)
+  else:
+    opt = nnx.Optimizer(model, make_tx(optimizer_config, total_steps), wrt=nnx.Param)
   return TrainState(model, opt)
 
 

@@ -17,8 +17,9 @@ Optional hooks, looked up with ``getattr`` by the generic training and launcher 
 
 * ``initialize(model, batch, key) -> None``: data-dependent initialisation (e.g.
   ActNorm) run once on the first training batch, before step 0.
-* ``make_optimizer(model, tx) -> nnx.Optimizer | dict``: defaults to one
-  ``nnx.Optimizer(model, tx, wrt=nnx.Param)``.
+* ``make_optimizer(model, optimizer_config, total_steps) -> nnx.Optimizer | dict``:
+  defaults to one ``nnx.Optimizer(model, genjax.train.make_tx(...), wrt=nnx.Param)``;
+  a multi-player family (a GAN) returns one optimizer per player.
 * ``update(model, optimizer, batch, key) -> metrics``: one in-place training update;
   defaults to ``genjax.train.default_update`` (a gradient step on ``loss``).
 * ``eval_metrics(model, batch, key) -> dict[str, float[B]]``: extra per-example

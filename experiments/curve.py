@@ -1,0 +1,40 @@
+r"""Prints a run's learning curve (train loss and test evaluations) as a table.
+
+  python -m experiments.curve --workdir=runs/vae_mnist
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+from absl import flags
+
+from experiments import common
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory", required=True)
+
+
+def curve_table(workdir: str | pathlib.Path) -> str:
+  """A Markdown table: step, wall time, mean train loss, test evaluation."""
+  rows = [json.loads(l) for l in
+          (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines() if l]
+  train = {r["step"]: r for r in rows if "loss" in r}
+  evals = [r for r in rows if "eval/nll_nats" in r]
+  lines = ["| step | wall time (min) | train loss (nats) | test NLL bound (nats) | test bits/dim |",
+           "|---:|---:|---:|---:|---:|"]
+  for r in evals:
+    t = train.get(r["step"], {})
+    wall = t.get("wall_seconds", float("nan")) / 60
+    lines.append(f"| {r['step']} | {wall:.1f} | {t.get('loss', float('nan')):.2f} | "
+                 f"{r['eval/nll_nats']:.2f} | {r['eval/bits_per_dim']:.4f} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  print(curve_table(_WORKDIR.value))
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,233 @@
+"""The launchers end to end on the smoke variant: train, resume, evaluate, sample,
+inspect, the non-finite stop, SIGTERM, and the errors users meet."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from genjax import experiment
+from genjax import models
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+VAE_CONFIG = "experiments/configs/vae.py"
+
+
+def _env(data_dir):
+  env = dict(os.environ)
+  env["GENJAX_DATA_DIR"] = str(data_dir)
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONUNBUFFERED"] = "1"
+  return env
+
+
+def _run(args, data_dir, check=True, timeout=240):
+  proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(data_dir),
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+  return proc
+
+
+def _smoke_config(data_dir, **overrides):
+  from experiments.configs import vae  # pylint: disable=g-import-not-at-top
+  config = vae.get_config("smoke")
+  config.data.data_dir = str(data_dir)
+  for k, v in overrides.items():
+    node = config
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return config
+
+
+def _rows(workdir):
+  return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+  """One smoke run through the CLI, then resumed to 30 steps through the CLI."""
+  workdir = tmp_path_factory.mktemp("run")
+  first = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
+                f"--workdir={workdir}"], data_dir)
+  second = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
+                 f"--workdir={workdir}", "--config.total_steps=30"], data_dir)
+  return types.SimpleNamespace(workdir=workdir, first=first, second=second)
+
+
+def test_train_writes_metrics_samples_checkpoints_and_events(trained):
+  w = trained.workdir
+  rows = _rows(w)
+  train_rows = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in train_rows][:4] == [5, 10, 15, 20]
+  assert all(np.isfinite(r["loss"]) and r["grad_norm"] > 0 for r in train_rows)
+  assert {"param_norm", "examples_per_sec", "elbo", "kl"} <= set(train_rows[0])
+  assert any("eval/nll_nats" in r for r in rows)
+  assert sorted(p.name for p in (w / "samples").glob("step_*.png"))[:2] == [
+      "step_00000010.png", "step_00000020.png"]
+  assert list((w / "tb").glob("events.out.tfevents.*"))
+  assert json.loads((w / "config.json").read_text())["model"]["input_shape"] == [8, 8, 1]
+  assert "ETA" in trained.first.stderr and "steps/s" in trained.first.stderr
+
+
+def test_resume_continues_the_step_count(trained):
+  assert "resuming" in trained.second.stderr and "from checkpoint step 20" in trained.second.stderr
+  steps = [r["step"] for r in _rows(trained.workdir) if "loss" in r]
+  assert steps == [5, 10, 15, 20, 25, 30]
+  assert (trained.workdir / "checkpoints" / "30").exists()
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, data_dir):
+  """10 steps + resume to 20 gives exactly the parameters of 20 straight steps:
+  step count, randomness and data order all continue."""
+  straight, split = tmp_path / "straight", tmp_path / "split"
+  experiment.train(_smoke_config(data_dir), straight)
+  experiment.train(_smoke_config(data_dir, total_steps=10), split)
+  experiment.train(_smoke_config(data_dir, total_steps=20), split)
+  _, m1, _, s1 = experiment.restore_model(straight)
+  _, m2, _, s2 = experiment.restore_model(split)
+  assert s1 == s2 == 20
+  for a, b in zip(jax.tree.leaves(nnx.state(m1)), jax.tree.leaves(nnx.state(m2))):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+
+
+def test_evaluate_writes_eval_json(trained, data_dir):
+  proc = _run(["experiments.evaluate", f"--workdir={trained.workdir}",
+               "--num_samples=8"], data_dir)
+  out = json.loads((trained.workdir / "eval.json").read_text())
+  assert out["num_examples"] == 300 and out["num_samples"] == 8 and out["step"] == 30
+  assert 0 < out["nll_nats"] < 64 * np.log(2) * 1.5
+  assert out["bits_per_dim"] == pytest.approx(out["nll_nats"] / (64 * np.log(2)))
+  # the IWAE bound (k=8) is at least as tight as the ELBO on average
+  assert -out["nll_nats"] >= out["elbo"] - 0.5
+  assert "binarization" in out and '"nll_nats"' in proc.stdout
+
+
+def test_sample_writes_png_grids(trained, data_dir, tmp_path):
+  out = tmp_path / "grid.png"
+  proc = _run(["experiments.sample", f"--workdir={trained.workdir}", "--num=9",
+               f"--out={out}"], data_dir)
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  assert Image.open(out).size[0] > 8 * 3
+  assert (tmp_path / "grid_reconstructions.png").exists()
+  assert str(out) in proc.stdout
+
+
+def test_inspect_prints_costs_and_dumps_ir(data_dir, tmp_path):
+  proc = _run(["experiments.inspect", f"--config={VAE_CONFIG}:smoke",
+               f"--dump_dir={tmp_path}", "--time_steps=3", f"--json={tmp_path}/n.json"],
+              data_dir)
+  for word in ("parameters", "FLOPs / call", "compile time", "memory", "examples/s"):
+    assert word in proc.stdout, proc.stdout
+  for name in ("train_step.jaxpr.txt", "train_step.stablehlo.mlir", "train_step.hlo.txt"):
+    assert (tmp_path / name).stat().st_size > 100
+  numbers = json.loads((tmp_path / "n.json").read_text())
+  assert numbers["flops"] > 0 and numbers["examples_per_second"] > 0
+
+
+def test_inspect_function_works_on_any_jitted_function(tmp_path):
+  from genjax import inspection  # pylint: disable=g-import-not-at-top
+  f = jax.jit(lambda a, b: a @ b)
+  x = jnp.ones((32, 64))
+  report = inspection.inspect_jitted(f, x, x.T, dump_dir=tmp_path, name="mm")
+  assert report.flops == pytest.approx(2 * 32 * 64 * 32, rel=0.1)
+  assert (tmp_path / "mm.hlo.txt").exists() and report.compile_seconds > 0
+  with pytest.raises(TypeError, match="jax.jit"):
+    inspection.inspect_jitted(lambda a: a, x)
+
+
+def _nan_family():
+  """The VAE, with a loss that turns NaN from its 13th call on."""
+  vae = models.get("vae")
+
+  class Counter(nnx.Variable):
+    pass
+
+  def build(config, key):
+    model = vae.build(config, key)
+    model.calls = Counter(jnp.zeros((), jnp.int32))
+    return model
+
+  def loss(model, batch, key):
+    value, metrics = vae.loss(model, batch, key)
+    model.calls.value = model.calls.value + 1
+    return jnp.where(model.calls.value > 12, jnp.nan, value), metrics
+
+  mod = types.ModuleType("genjax_test_nan_family")
+  mod.__dict__.update({k: getattr(vae, k) for k in dir(vae) if not k.startswith("_")})
+  mod.build, mod.loss = build, loss
+  return mod
+
+
+def test_non_finite_loss_stops_with_the_step_and_the_last_good_checkpoint(
+    tmp_path, data_dir, monkeypatch):
+  monkeypatch.setitem(sys.modules, "genjax_test_nan_family", _nan_family())
+  monkeypatch.setitem(models._REGISTRY, "nanvae", "genjax_test_nan_family")  # pylint: disable=protected-access
+  config = _smoke_config(data_dir, total_steps=20)
+  config.model.name = "nanvae"
+  with pytest.raises(experiment.NonFiniteLossError,
+                     match=r"step 13 .*newest good checkpoint is step 10"):
+    experiment.train(config, tmp_path)
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
+                if p.name.isdigit()) == [10]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.main", f"--config={VAE_CONFIG}:smoke",
+       f"--workdir={tmp_path}", "--config.total_steps=1000000", "--config.log_every=1",
+       "--config.eval_every=0", "--config.sample_every=0",
+       "--config.checkpoint_every=1000000"],
+      cwd=REPO, env=_env(data_dir), stderr=subprocess.PIPE, text=True)
+  lines = []
+  deadline = time.time() + 180
+  for line in proc.stderr:
+    lines.append(line)
+    if line.startswith("step 3/"):
+      proc.send_signal(signal.SIGTERM)
+      break
+    assert time.time() < deadline, "".join(lines)
+  rest = proc.stderr.read()
+  assert proc.wait(timeout=120) == 0, "".join(lines) + rest
+  assert "SIGTERM received; saved checkpoint at step" in rest
+  saved = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(saved) == 1 and saved[0] >= 3
+
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.name=vea", "unknown model 'vea'; known models: .*vae"),
+    ("--config.data.name=cifar", "unknown dataset 'cifar'; known datasets: digits, mnist"),
+    ("--config.modle.latent_dim=3", "names a key the config does not have.*model"),
+    ("--config.model.input_shape=(28,28,1)", "does not match the digits data"),
+])
+def test_bad_config_gets_a_one_line_error(tmp_path, data_dir, override, message):
+  proc = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
+               f"--workdir={tmp_path}", override], data_dir, check=False)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr
+  import re  # pylint: disable=g-import-not-at-top
+  assert re.search(message, proc.stderr), proc.stderr
+
+
+def test_changed_model_config_is_refused_on_resume(trained, data_dir):
+  proc = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
+               f"--workdir={trained.workdir}", "--config.model.latent_dim=7"],
+              data_dir, check=False)
+  assert proc.returncode != 0 and "cannot change" in proc.stderr and "model" in proc.stderr
+
+
+def test_evaluate_without_a_run_is_a_clear_error(tmp_path, data_dir):
+  proc = _run(["experiments.evaluate", f"--workdir={tmp_path}"], data_dir, check=False)
+  assert proc.returncode != 0 and "holds no genjax run" in proc.stderr
