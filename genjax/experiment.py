@@ -387,8 +387,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   window: dict[str, float] = {}
   window_n = 0
   t_window = t_start = time.time()
-  step = start
+  step = window_step = start
   stopped_by = None
+  last_eval, last_eval_step = None, None
 
   def account(pending):
     nonlocal window_n
@@ -404,6 +405,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         batch = train_lib.shard_batch(next(it), mesh)
         state, metrics = step_fn(state, batch, train_key)
         step += 1
+        if step == start + 1:  # keep compilation out of the step rate
+          jax.block_until_ready(metrics)
+          t_window, window_step = time.time(), step
         if pending is not None:
           account(pending)
         pending = (step, metrics)
@@ -417,7 +421,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         pending = None
         if is_log:
           now = time.time()
-          rate = window_n / max(now - t_window, 1e-9)
+          rate = max(step - window_step, 1) / max(now - t_window, 1e-9)
           row = {k: v / window_n for k, v in window.items() if k != "finite"}
           row.update(steps_per_sec=rate, examples_per_sec=rate * config.batch_size,
                      wall_seconds=now - t_start)
@@ -427,9 +431,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                f"elapsed {_fmt_time(now - t_start)} | "
                f"ETA {_fmt_time((config.total_steps - step) / rate)}")
           last = row
-          window, window_n, t_window = {}, 0, time.time()
+          window, window_n, t_window, window_step = {}, 0, time.time(), step
         if is_eval:
-          run_eval(step, state)
+          last_eval, last_eval_step = run_eval(step, state), step
         if is_sample:
           write_samples(step, state)
         if is_ckpt:
@@ -446,7 +450,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
            f"{ckpt.path(step)}; re-run the same command to resume")
       return {"train": last, "stopped_by": stopped_by, "step": step}
     path = write_samples(step, state)
-    result = run_eval(step, state)
+    result = last_eval if last_eval_step == step else run_eval(step, state)
     _log(f"genjax: done at step {step} in {_fmt_time(time.time() - t_start)}; "
          f"samples in {path}")
     return {"train": last, "eval": result, "step": step}

@@ -1,0 +1,35 @@
+"""Layers shared by several families (Flax NNX modules, NHWC images)."""
+
+from __future__ import annotations
+
+from genjax.nn.layers import ACTIVATIONS
+from genjax.nn.layers import ConvDecoder
+from genjax.nn.layers import ConvEncoder
+from genjax.nn.layers import Downsample
+from genjax.nn.layers import MLP
+from genjax.nn.layers import ResBlock
+from genjax.nn.layers import Upsample
+from genjax.nn.layers import conv
+from genjax.nn.layers import crop
+from genjax.nn.layers import downsampled_size
+from genjax.nn.layers import get_activation
+from genjax.nn.layers import kernel_init
+from genjax.nn.layers import linear
+from genjax.nn.layers import upsample_nearest
+
+__all__ = [
+    "ACTIVATIONS",
+    "ConvDecoder",
+    "ConvEncoder",
+    "Downsample",
+    "MLP",
+    "ResBlock",
+    "Upsample",
+    "conv",
+    "crop",
+    "downsampled_size",
+    "get_activation",
+    "kernel_init",
+    "linear",
+    "upsample_nearest",
+]
