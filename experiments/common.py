@@ -15,6 +15,9 @@ def setup() -> None:
   ``jax.distributed.initialize()`` finds the coordinator from the environment.
   """
   import jax  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  # orbax and grain log every checkpoint step at INFO; genjax prints its own progress.
+  logging.set_verbosity(os.environ.get("GENJAX_LOG_LEVEL", "warning").lower())
   if os.environ.get("GENJAX_MULTIHOST", "0") == "1":
     jax.distributed.initialize()
 

@@ -43,6 +43,9 @@ from genjax import train as train_lib
 _FROZEN = ("seed", "batch_size", "model", "data.name", "data.view")
 
 
+_FETCH_EVERY = 20  # steps whose metrics are fetched from the device together
+
+
 class NonFiniteLossError(RuntimeError):
   """Training stopped because a step produced a non-finite loss or metric."""
 
@@ -383,7 +386,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   def save(step, state):
     ckpt.save(step, state, it.get_state())
 
-  pending = None  # this step's device metrics, fetched one step late (async dispatch)
+  # Device metrics are fetched in groups (a fetch per step would serialise the
+  # host and the device); every action below first checks each pending step.
+  pending: list[tuple[int, train_lib.Metrics]] = []
   window: dict[str, float] = {}
   window_n = 0
   t_window = t_start = time.time()
@@ -391,13 +396,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   stopped_by = None
   last_eval, last_eval_step = None, None
 
-  def account(pending):
+  def account():
     nonlocal window_n
-    host = jax.device_get(pending[1])
-    _check_finite((pending[0], host), ckpt)
-    for k, v in host.items():
-      window[k] = window.get(k, 0.0) + float(v)
-    window_n += 1
+    for s, host in zip([p[0] for p in pending], jax.device_get([p[1] for p in pending])):
+      _check_finite((s, host), ckpt)
+      for k, v in host.items():
+        window[k] = window.get(k, 0.0) + float(v)
+      window_n += 1
+    pending.clear()
 
   try:
     with _stop_signals() as stop:
@@ -408,17 +414,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         if step == start + 1:  # keep compilation out of the step rate
           jax.block_until_ready(metrics)
           t_window, window_step = time.time(), step
-        if pending is not None:
-          account(pending)
-        pending = (step, metrics)
+        pending.append((step, metrics))
+        if len(pending) >= _FETCH_EVERY:
+          account()
         is_log = step % config.log_every == 0 or step == config.total_steps
         is_eval = bool(config.eval_every) and step % config.eval_every == 0
         is_sample = bool(config.sample_every) and step % config.sample_every == 0
         is_ckpt = step % config.checkpoint_every == 0
         if not (is_log or is_eval or is_sample or is_ckpt or stop["signal"]):
           continue
-        account(pending)  # every action below sees a checked, finite step
-        pending = None
+        account()  # every action below sees checked, finite steps
         if is_log:
           now = time.time()
           rate = max(step - window_step, 1) / max(now - t_window, 1e-9)
@@ -441,8 +446,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         if stop["signal"]:
           stopped_by = stop["signal"]
           break
-      if pending is not None:
-        account(pending)
+      account()
     if ckpt.latest_step() != step:
       save(step, state)
     if stopped_by:

@@ -31,6 +31,7 @@ def get_config(variant: str = "digits"):
   c.model.channels = (32, 64)
   c.model.latent_dim = 16
   c.model.beta = 1.0
+  c.model.activation = "silu"
   c.eval_num_samples = 1000        # IWAE samples for experiments.evaluate's NLL (flag overrides)
 
   if variant == "smoke":
@@ -51,14 +52,15 @@ def get_config(variant: str = "digits"):
   elif variant in ("mnist", "mnist_conv", "mnist8bit"):
     c.data.name = "mnist"
     c.batch_size = 128
-    c.total_steps = 200_000
+    c.total_steps = 300_000          # 640 epochs
+    c.optimizer.warmup_steps = 1000
     c.model.hidden = (512, 512)
     c.model.latent_dim = 50
-    c.log_every = 1000
-    c.eval_every = 10_000
+    c.log_every = 2000
+    c.eval_every = 25_000
     c.eval_batch_size = 1000
-    c.checkpoint_every = 10_000
-    c.sample_every = 20_000
+    c.checkpoint_every = 25_000
+    c.sample_every = 50_000
     c.eval_num_samples = 5000
     if variant == "mnist_conv":
       c.model.architecture = "conv"

@@ -37,6 +37,8 @@ import types
 # name -> module path. Families are imported lazily so that importing genjax stays cheap.
 _REGISTRY: dict[str, str] = {
     "vae": "genjax.models.vae",
+    "realnvp": "genjax.models.realnvp",
+    "glow": "genjax.models.glow",
 }
 
 

@@ -197,24 +197,23 @@ def _draw(model: VAE, key: jax.Array, params: dict, mean: bool) -> jax.Array:
 
 
 def _noise(key: jax.Array, start, count: int, like: jax.Array) -> jax.Array:
-  """``[count, *like.shape]`` standard normals of sample indices start..start+count-1."""
-  idx = start + jnp.arange(count)
-  # A flat draw reshaped equals the shaped draw and compiles faster on a CPU.
-  return jax.vmap(lambda i: jax.random.normal(
-      jax.random.fold_in(key, i), (like.size,), like.dtype).reshape(like.shape))(idx)
+  """``[count, *like.shape]`` normals for the samples start .. start + count - 1."""
+  def draw(i):  # a flat draw: the same numbers as a shaped one, faster to compile
+    return jax.random.normal(jax.random.fold_in(key, i), (like.size,), like.dtype)
+
+  return jax.vmap(draw)(start + jnp.arange(count)).reshape(count, *like.shape)
 
 
-def _encode_sample(model: VAE, batch, key):
-  """Posterior parameters and z ~ q(z|x) (sample 0 of ``key``)."""
+def _encode_sample(model: VAE, batch, key):  # mean, log_var, z ~ q(z|x) (sample 0)
   check_image_batch(batch, model.input_shape)
   mean, log_var = encode(model, batch["image"])
   return mean, log_var, mean + jnp.exp(0.5 * log_var) * _noise(key, 0, 1, mean)[0]
 
 
-def _elbo_terms(model: VAE, batch, key):
+def _elbo_terms(model: VAE, batch, key):  # -log p(x|z), KL: float[B] each
   mean, log_var, z = _encode_sample(model, batch, key)
-  recon_B = -_log_px(model, batch["image"], decode(model, z))
-  return recon_B, dist.gaussian_kl_standard_normal(mean, log_var).sum(-1)
+  return (-_log_px(model, batch["image"], decode(model, z)),
+          dist.gaussian_kl_standard_normal(mean, log_var).sum(-1))
 
 
 def loss(model: VAE, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:

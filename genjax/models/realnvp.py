@@ -1,0 +1,274 @@
+"""RealNVP (Dinh et al. 2017): a multi-scale flow of checkerboard and channel couplings.
+
+The generator ``G`` maps standard normal latents to images; training maximises the
+exact log-likelihood ``log p(x) = log N(G^-1(x)) + log|det J_{G^-1}(x)|``.
+
+Architecture (``num_levels`` = L scales, ``num_steps`` = K steps per block, each step
+two affine couplings with alternating masks, i.e. 2K couplings per block)::
+
+  x in [0, 1)^(H x W x C)  ->  logit(alpha + (1 - 2 alpha) x)        (section 4.1)
+  scale l <= L: K checkerboard steps at (H, W, C)
+                squeeze -> (H/2, W/2, 4C); K channel-wise steps
+                split: keep 2C channels, factor out 2C as z_l (a learned prior)
+  final:        K checkerboard steps at (H / 2^L, W / 2^L, 2^L C) -> z_{L+1}
+
+so the image side must be divisible by ``2**L``: for MNIST, L = 2 gives
+28 -> 14 -> 7 (latents 14x14x2, 7x7x4, 7x7x4); for the 8x8 digits 8 -> 4 -> 2.
+The K steps of a block have stacked parameters and run in one ``lax.scan``
+(`genjax.nn.flows.FlowStack`). Each coupling's conditioner is a small conv ResNet
+with a zero-initialised last layer, its scale ``exp(scale_c * tanh(h))`` (RealNVP's
+bounded scale), and every step starts with an ActNorm (``actnorm=True``, a
+data-initialised stand-in for the paper's batch normalisation, so that density
+evaluation does not depend on the batch). The factored-out halves get Glow's
+learned conditional prior, and every latent is returned standardised, so
+``forward`` maps to N(0, I) and sampling at temperature T draws ``z ~ N(0, T^2 I)``.
+
+Input space and units: ``forward`` / ``inverse`` work on the dequantised image
+``x = (k + u) / 256`` in ``[0, 1)``, ``k`` the 8-bit value and ``u ~ U[0, 1)``; the
+logit's log-det is part of ``forward``'s. `log_likelihood` returns
+``log p_model(x) - D log 256`` in nats per example: the density of ``k + u``, a
+single-sample lower bound on ``log P(k)`` of the discrete image (Theis et al. 2016);
+bits/dim is its negative over ``D ln 2``.
+
+Config (``config.model``): ``name="realnvp"``, ``input_shape``, ``num_levels`` (2),
+``num_steps`` (2), ``hidden`` (64), ``num_blocks`` (2, ResBlocks per conditioner),
+``coupling`` (``"affine"`` | ``"additive"``), ``scale`` (``"tanh"`` | ``"sigmoid"``),
+``permutation`` (mixing in the channel-wise blocks: ``"none"`` alternates the halves
+as in the paper; ``"reverse"``, ``"shuffle"``, ``"conv1x1"``, ``"conv1x1_lu"``),
+``actnorm`` (True), ``preprocess`` (``"logit"`` | ``"center"``), ``alpha`` (0.05),
+``activation`` (``"relu"``).
+"""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from genjax.models import check_image_batch
+from genjax.nn import flows
+
+LIKELIHOOD = ("exact model density of the dequantised image (single-sample uniform "
+              "dequantisation bound on the 8-bit data)")
+_DEFAULTS = dict(name="realnvp", input_shape=None, num_levels=2, num_steps=2, hidden=64,
+                 num_blocks=2, coupling="affine", scale="tanh", permutation="none",
+                 actnorm=True, preprocess="logit", alpha=0.05, activation="relu")
+_CHOICES = dict(coupling=flows.COUPLINGS, scale=flows.SCALES, permutation=flows.PERMUTATIONS,
+                preprocess=flows.PREPROCESSING, actnorm=(True, False))
+
+
+class RealNVP(nnx.Module):
+  """The multi-scale RealNVP flow; see the module docstring for the layout."""
+
+  def __init__(self, input_shape, num_levels, num_steps, hidden, num_blocks, coupling,
+               scale, permutation, actnorm, preprocess, alpha, activation, *,
+               rngs: nnx.Rngs):
+    self.input_shape = tuple(input_shape)
+    self.preprocess, self.alpha = preprocess, float(alpha)
+    kw = dict(actnorm=actnorm, coupling=coupling, scale=scale, hidden=hidden,
+              num_blocks=num_blocks, activation=activation, rngs=rngs)
+    h, w, c = self.input_shape
+    checker, channel, priors, latent_shapes = [], [], [], []
+    for _ in range(num_levels):
+      checker.append(flows.FlowStack(num_steps, c, mask="checkerboard",
+                                     permutation="none", **kw))
+      h, w, c = h // 2, w // 2, 4 * c
+      channel.append(flows.FlowStack(num_steps, c, mask="channel",
+                                     permutation=permutation, **kw))
+      priors.append(flows.SplitPrior(c, rngs=rngs))
+      latent_shapes.append((h, w, c - c // 2))
+      c = c // 2
+    self.final = flows.FlowStack(num_steps, c, mask="checkerboard", permutation="none", **kw)
+    latent_shapes.append((h, w, c))
+    self.checker = nnx.List(checker)
+    self.channel = nnx.List(channel)
+    self.priors = nnx.List(priors)
+    self.latent_shapes = tuple(latent_shapes)
+
+  def forward(self, x_BxHxWxC, initialize: bool = False):
+    flows.check_input(x_BxHxWxC, self.input_shape)
+    x, logdet = flows.preprocess(x_BxHxWxC, self.preprocess, self.alpha)
+    zs = []
+    for checker, channel, prior in zip(self.checker, self.channel, self.priors):
+      x, ld1 = checker.forward(x, initialize=initialize)
+      x, ld2 = channel.forward(flows.squeeze(x), initialize=initialize)
+      x, z, ld3 = prior.forward(x)
+      zs.append(z)
+      logdet = logdet + ld1 + ld2 + ld3
+    x, ld = self.final.forward(x, initialize=initialize)
+    return zs + [x], logdet + ld
+
+  def inverse(self, zs):
+    x = self.final.inverse(zs[-1])
+    for level in reversed(range(len(self.priors))):
+      x = self.priors[level].inverse(x, zs[level])
+      x = self.checker[level].inverse(flows.unsqueeze(self.channel[level].inverse(x)))
+    return flows.postprocess(x, self.preprocess, self.alpha)
+
+
+def _parse(config) -> dict:
+  return flows.parse_config(config, _DEFAULTS, _CHOICES)
+
+
+def check_config(config) -> None:
+  """Checks an experiment config before anything is built (``experiment.prepare_config``).
+
+  Raises:
+    ValueError: for data other than the ``"8bit"`` view, or a bad ``config.model``.
+  """
+  if config.data.view != "8bit":
+    raise ValueError(f"realnvp models 8-bit images: set config.data.view = '8bit' "
+                     f"(got {config.data.view!r})")
+  _parse(config.model)
+
+
+def build(config, key: jax.Array) -> RealNVP:
+  """Builds a RealNVP model from ``config`` (the ``model`` block of an experiment config).
+
+  Args:
+    config: ``ConfigDict`` or dict with ``input_shape=(H, W, C)`` and the optional
+      fields of the module docstring.
+    key: PRNG key of the initialisation (seeds the ``rbg`` generator of
+      `genjax.nn.flows.init_rngs`).
+
+  Returns:
+    The `RealNVP` module; ``input_shape`` and ``latent_shapes`` are static attributes.
+
+  Raises:
+    ValueError: for an unknown field, a bad value, or H or W not divisible by
+      ``2**num_levels``.
+
+  References:
+    Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.
+  """
+  cfg = _parse(config)
+  del cfg["name"]
+  return RealNVP(**cfg, rngs=flows.init_rngs(key))
+
+
+def forward(model: RealNVP, x_BxHxWxC: jax.Array) -> tuple[list[jax.Array], jax.Array]:
+  """The inverse generator ``G^-1``: image to standard-normal latents.
+
+  Args:
+    model: a `RealNVP`.
+    x_BxHxWxC: float32 dequantised images in the input space ``[0, 1)``.
+
+  Returns:
+    ``(zs, logdet_B)``: the latents (one per scale plus the final one, shapes
+    ``model.latent_shapes``) and ``log|det dz/dx|`` per example in nats (the logit
+    transform included), so ``log p(x) = sum log N(zs) + logdet``.
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017, equations (3)-(6).
+  """
+  return model.forward(x_BxHxWxC)
+
+
+def inverse(model: RealNVP, zs) -> jax.Array:
+  """The generator ``G``: latents (a list shaped like ``model.latent_shapes``) to images.
+
+  Args:
+    model: a `RealNVP`.
+    zs: the latents, e.g. from `forward`.
+
+  Returns:
+    ``float32[B, H, W, C]`` in the input space (``[0, 1)`` for latents of real data).
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017.
+  """
+  return model.inverse(list(zs))
+
+
+def log_likelihood(model: RealNVP, batch, key: jax.Array) -> jax.Array:
+  """``log p_model((x + u) / 256) - D log 256``: nats per example, ``float32[B]``.
+
+  The exact model density of the dequantised point ``x + u`` (``u ~ U[0, 1)^D`` drawn
+  from ``key``) on the 0..256 scale, the logit transform's Jacobian included; its
+  expectation over ``u`` is a lower bound on the log-probability of the discrete
+  8-bit image.
+
+  Args:
+    model: a `RealNVP`.
+    batch: ``{"image": uint8[B, H, W, C], ...}`` with values 0..255.
+    key: PRNG key of the dequantisation noise.
+
+  Returns:
+    ``float32[B]`` log-likelihoods in nats.
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017, section 4.1.
+    Theis, van den Oord & Bethge, "A note on the evaluation of generative models",
+    ICLR 2016.
+  """
+  check_image_batch(batch, model.input_shape)
+  return flows.dequantized_log_likelihood(model, batch["image"], key)[0]
+
+
+def loss(model: RealNVP, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The mean negative `log_likelihood` (nats per example) and metrics.
+
+  Args:
+    model: a `RealNVP`.
+    batch: ``{"image": uint8[B, H, W, C], ...}``.
+    key: PRNG key of the dequantisation noise.
+
+  Returns:
+    ``(loss, metrics)``; metrics hold ``loss``, ``nll_nats``, ``bits_per_dim`` (on the
+    discrete 8-bit data), ``log_prior`` and ``logdet`` (means, nats).
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017, section 3.1.
+  """
+  check_image_batch(batch, model.input_shape)
+  return flows.nll_loss(model, batch["image"], key)
+
+
+def sample(model: RealNVP, key: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
+  """Draws ``z ~ N(0, temperature^2 I)`` and returns ``G(z)`` as 8-bit images.
+
+  Args:
+    model: a `RealNVP`.
+    key: PRNG key.
+    num: number of images (static).
+    temperature: scale of the latents' standard deviation.
+
+  Returns:
+    ``uint8[num, H, W, C]`` with values 0..255 (``floor(256 x)``, clipped).
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017.
+    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 5 (temperature).
+  """
+  return flows.sample(model, key, num, temperature)
+
+
+def initialize(model: RealNVP, batch, key: jax.Array) -> None:
+  """Data-dependent ActNorm initialisation on the first batch, in place.
+
+  Sets every ActNorm, block by block and step by step (in a scan), so that its
+  outputs have zero mean and unit variance per channel on the dequantised ``batch``.
+  ActNorms already initialised (e.g. restored from a checkpoint) are left unchanged.
+
+  Args:
+    model: a `RealNVP`.
+    batch: ``{"image": uint8[B, H, W, C], ...}``.
+    key: PRNG key of the dequantisation noise.
+
+  References:
+    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 3.1 (ActNorm).
+  """
+  check_image_batch(batch, model.input_shape)
+  flows.initialize(model, batch["image"], key)
+
+
+def visualizations(model: RealNVP, key: jax.Array, batch) -> dict[str, jax.Array]:
+  """``{"temperatures": uint8[25, H, W, C]}``: 5 rows of 5 samples at temperatures
+  0, 0.25, 0.5, 0.75 and 1, every row from the same noise."""
+  del batch
+  graphdef, state = nnx.split(model)
+  return {"temperatures": _temperature_grid_jit(graphdef, state, key)}
+
+
+@jax.jit(static_argnums=0)
+def _temperature_grid_jit(graphdef, state, key):
+  return flows.temperature_grid(nnx.merge(graphdef, state), key)
