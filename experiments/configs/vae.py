@@ -52,7 +52,7 @@ def get_config(variant: str = "digits"):
   elif variant in ("mnist", "mnist_conv", "mnist8bit"):
     c.data.name = "mnist"
     c.batch_size = 128
-    c.total_steps = 300_000          # 640 epochs
+    c.total_steps = 260_000          # 555 epochs
     c.optimizer.warmup_steps = 1000
     c.model.hidden = (512, 512)
     c.model.latent_dim = 50
