@@ -216,6 +216,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
     ("--config.data.name=cifar", "unknown dataset 'cifar'; known datasets: digits, mnist"),
     ("--config.modle.latent_dim=3", "names a key the config does not have.*model"),
     ("--config.model.input_shape=(28,28,1)", "does not match the digits data"),
+    ("--config.data.view=8bit", "likelihood='bernoulli' models binarized images"),
 ])
 def test_bad_config_gets_a_one_line_error(tmp_path, data_dir, override, message):
   proc = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",

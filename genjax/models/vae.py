@@ -132,6 +132,17 @@ def build(config, key: jax.Array) -> VAE:
              float(beta), _field(config, "activation"), rngs=nnx.Rngs(params=key))
 
 
+def check_config(config) -> None:
+  """The experiment-level check: the likelihood must fit the data view."""
+  want = {"bernoulli": "binarized", "discretized_logistic": "8bit"}
+  likelihood = _field(config.model, "likelihood")
+  if likelihood in want and config.data.view != want[likelihood]:
+    raise ValueError(
+        f"config.model.likelihood={likelihood!r} models {want[likelihood]} images, but "
+        f"config.data.view={config.data.view!r}; set config.data.view="
+        f"{want[likelihood]!r} or change the likelihood")
+
+
 def encode(model: VAE, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The approximate posterior q(z|x) = N(mean, diag(exp(log_var))).
 
