@@ -139,14 +139,15 @@ def default_update(family: types.ModuleType, model: nnx.Module,
     return family.loss(m, batch, key)
 
   (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-  before = nnx.state(model, nnx.Param)
+  # the arrays, not the variables: opt.update changes the variables in place
+  before = jax.tree.leaves(nnx.state(model, nnx.Param))
   opt.update(model, grads)
-  after = nnx.state(model, nnx.Param)
+  after = jax.tree.leaves(nnx.state(model, nnx.Param))
   metrics = dict(metrics)
   metrics["loss"] = loss
   metrics["grad_norm"] = global_norm(grads)
   metrics["param_norm"] = global_norm(after)
-  metrics["update_norm"] = global_norm(jax.tree.map(jnp.subtract, after, before))
+  metrics["update_norm"] = global_norm([a - b for a, b in zip(after, before)])
   return metrics
 
 

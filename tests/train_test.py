@@ -118,6 +118,9 @@ def test_step_metrics_and_learning():
   for k in ("loss", "mse", "grad_norm", "param_norm", "update_norm", "finite"):
     assert k in metrics[0]
   assert metrics[0]["finite"] == 1.0 and metrics[0]["grad_norm"] > 0
+  # Adam's first step moves every parameter by about the learning rate
+  num_params = 4 + 1
+  assert metrics[0]["update_norm"] == pytest.approx(0.3 * np.sqrt(num_params), rel=0.05)
   assert metrics[-1]["loss"] < 0.5 * metrics[0]["loss"]
 
 

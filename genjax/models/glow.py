@@ -35,7 +35,6 @@ conditioner), ``coupling`` (``"affine"`` | ``"additive"``), ``scale`` (``"sigmoi
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from genjax.models import check_image_batch

@@ -35,7 +35,6 @@ import numpy as np
 from flax import nnx
 
 from genjax import distributions as dist
-from genjax.nn.layers import ResBlock
 from genjax.nn.layers import get_activation
 
 MASKS = ("checkerboard", "channel")
@@ -66,30 +65,127 @@ class ActNorm(nnx.Module):
 
   ``initialize(x)`` sets ``bias`` and ``log_scale`` so that ``y`` has zero mean and
   unit variance per channel on ``x``, once: the ``initialized`` flag is model state,
-  saved in checkpoints, and later calls leave the values alone.
+  saved in checkpoints, and later calls leave the values alone. As in the Glow
+  code, ``log_scale = scale_factor * param`` (``logscale_factor = 3``), which makes
+  Adam move the log-scales ``scale_factor`` times faster.
   """
 
-  def __init__(self, channels: int, *, eps: float = 1e-6):
+  def __init__(self, channels: int, *, scale_factor: float = 3.0, eps: float = 1e-6):
     self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
-    self.log_scale = nnx.Param(jnp.zeros((channels,), jnp.float32))
+    self.log_scale_param = nnx.Param(jnp.zeros((channels,), jnp.float32))
     self.initialized = Initialized(jnp.zeros((), jnp.bool_))
-    self.eps = eps
+    self.scale_factor, self.eps = scale_factor, eps
+
+  def log_scale(self) -> jax.Array:
+    return self.scale_factor * self.log_scale_param[...]
 
   def forward(self, x_BxHxWxC):
-    y = (x_BxHxWxC + self.bias[...]) * jnp.exp(self.log_scale[...])
+    y = (x_BxHxWxC + self.bias[...]) * jnp.exp(self.log_scale())
     b, h, w, _ = x_BxHxWxC.shape
-    return y, jnp.broadcast_to(h * w * jnp.sum(self.log_scale[...]), (b,))
+    return y, jnp.broadcast_to(h * w * jnp.sum(self.log_scale()), (b,))
 
   def inverse(self, y_BxHxWxC):
-    return y_BxHxWxC * jnp.exp(-self.log_scale[...]) - self.bias[...]
+    return y_BxHxWxC * jnp.exp(-self.log_scale()) - self.bias[...]
 
   def initialize(self, x_BxHxWxC) -> None:
     done = self.initialized[...]
     mean_C = jnp.mean(x_BxHxWxC, (0, 1, 2))
-    std_C = jnp.std(x_BxHxWxC, (0, 1, 2))
+    param_C = -jnp.log(jnp.std(x_BxHxWxC, (0, 1, 2)) + self.eps) / self.scale_factor
     self.bias[...] = jnp.where(done, self.bias[...], -mean_C)
-    self.log_scale[...] = jnp.where(done, self.log_scale[...], -jnp.log(std_C + self.eps))
+    self.log_scale_param[...] = jnp.where(done, self.log_scale_param[...], param_C)
     self.initialized[...] = jnp.ones((), jnp.bool_)
+
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv(x_BxHxWxI, kernel_KxKxIxO):
+  return jax.lax.conv_general_dilated(x_BxHxWxI, kernel_KxKxIxO, (1, 1), "SAME",
+                                      dimension_numbers=_DIMENSIONS)
+
+
+@jax.custom_vjp
+def conv_same(x_BxHxWxI: jax.Array, kernel_KxKxIxO: jax.Array) -> jax.Array:
+  """A stride-1 SAME convolution (NHWC, HWIO, odd K) whose gradients stay fast in loops.
+
+  XLA's CPU backend runs the kernel-gradient convolution that ``lax`` derives ~30x
+  slower inside a while loop (a ``lax.scan`` over flow steps) than outside it
+  (jax-ml/jax#12868: only channel-last convolutions take the fast path there). This
+  custom VJP computes the input gradient as a channel-last convolution with the
+  flipped kernel and the kernel gradient as matrix products: one per kernel tap, or,
+  when one side has few channels, a single one against its K*K stacked shifts.
+  Reverse mode only (use ``jax.jacrev``, not ``jax.jacfwd``, through it).
+  """
+  return _conv(x_BxHxWxI, kernel_KxKxIxO)
+
+
+def _conv_same_fwd(x, kernel):
+  return _conv(x, kernel), (x, kernel)
+
+
+def _conv_same_bwd(res, g_BxHxWxO):
+  x_BxHxWxI, kernel = res
+  k, _, c_in, c_out = kernel.shape
+  h, w, p = x_BxHxWxI.shape[1], x_BxHxWxI.shape[2], kernel.shape[0] // 2
+  grad_x = _conv(g_BxHxWxO, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
+  pad = ((0, 0), (p, p), (p, p), (0, 0))
+  if min(c_in, c_out) * k * k <= 2 * max(c_in, c_out):
+    # Skinny: stack the k*k shifts of the side with fewer channels, one matmul.
+    if c_out <= c_in:  # grad_kernel[i, j] = x^T g shifted by (p - i, p - j)
+      g_pad = jnp.pad(g_BxHxWxO, pad)
+      shifts = [g_pad[:, 2 * p - i:2 * p - i + h, 2 * p - j:2 * p - j + w]
+                for i in range(k) for j in range(k)]
+      out = x_BxHxWxI.reshape(-1, c_in).T @ jnp.concatenate(shifts, -1).reshape(-1, k * k * c_out)
+      return grad_x, out.reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3)
+    x_pad = jnp.pad(x_BxHxWxI, pad)
+    shifts = [x_pad[:, i:i + h, j:j + w] for i in range(k) for j in range(k)]
+    out = jnp.concatenate(shifts, -1).reshape(-1, k * k * c_in).T @ g_BxHxWxO.reshape(-1, c_out)
+    return grad_x, out.reshape(k, k, c_in, c_out)
+  x_pad, g_NxO = jnp.pad(x_BxHxWxI, pad), g_BxHxWxO.reshape(-1, c_out)
+  grad_kernel = jnp.stack([
+      jnp.stack([x_pad[:, i:i + h, j:j + w].reshape(-1, c_in).T @ g_NxO for j in range(k)])
+      for i in range(k)])
+  return grad_x, grad_kernel
+
+
+conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+
+
+class Conv(nnx.Module):
+  """A stride-1 SAME convolution with bias built on `conv_same` (fast gradients in scans).
+
+  ``zero_init=True`` is Glow's ``Conv2dZeros``: kernel and bias start at zero and the
+  output is multiplied by a learned per-channel ``exp(3 * log_gain)`` (``log_gain``
+  starts at 0), so the layer starts at zero and can grow quickly.
+  """
+
+  def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
+               zero_init: bool = False, rngs: nnx.Rngs):
+    if kernel_size % 2 != 1:
+      raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+    shape = (kernel_size, kernel_size, in_channels, out_channels)
+    init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.lecun_normal()
+    self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32))
+    self.zero_init = zero_init
+    if zero_init:
+      self.log_gain = nnx.Param(jnp.zeros((out_channels,), jnp.float32))
+
+  def __call__(self, x_BxHxWxI):
+    y = conv_same(x_BxHxWxI, self.kernel[...]) + self.bias[...]
+    return y * jnp.exp(3.0 * self.log_gain[...]) if self.zero_init else y
+
+
+class ResBlock(nnx.Module):
+  """Pre-activation residual block ``x + conv(act(conv(act(x))))``, second conv zero."""
+
+  def __init__(self, channels: int, *, activation: str = "relu", rngs: nnx.Rngs):
+    self.conv1 = Conv(channels, channels, 3, rngs=rngs)
+    self.conv2 = Conv(channels, channels, 3, zero_init=True, rngs=rngs)
+    self.activation = get_activation(activation)
+
+  def __call__(self, x_BxHxWxC):
+    return x_BxHxWxC + self.conv2(self.activation(self.conv1(self.activation(x_BxHxWxC))))
 
 
 class ConvResNet(nnx.Module):
@@ -102,12 +198,11 @@ class ConvResNet(nnx.Module):
 
   def __init__(self, in_channels: int, hidden: int, out_channels: int, *,
                num_blocks: int = 1, activation: str = "relu", rngs: nnx.Rngs):
-    self.conv_in = nnx.Conv(in_channels, hidden, (3, 3), padding="SAME", rngs=rngs)
-    self.conv_mid = nnx.Conv(hidden, hidden, (1, 1), rngs=rngs)
+    self.conv_in = Conv(in_channels, hidden, 3, rngs=rngs)
+    self.conv_mid = Conv(hidden, hidden, 1, rngs=rngs)
     self.blocks = nnx.List([ResBlock(hidden, activation=activation, rngs=rngs)
                             for _ in range(num_blocks)])
-    self.conv_out = nnx.Conv(hidden, out_channels, (3, 3), padding="SAME",
-                             kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+    self.conv_out = Conv(hidden, out_channels, 3, zero_init=True, rngs=rngs)
     self.activation = get_activation(activation)
 
   def __call__(self, x_BxHxWxC):
@@ -137,6 +232,10 @@ class AffineCoupling(nnx.Module):
   def __init__(self, channels: int, *, mask: str = "channel", parity: int = 0,
                coupling: str = "affine", scale: str = "sigmoid", hidden: int = 64,
                num_blocks: int = 1, activation: str = "relu", rngs: nnx.Rngs):
+    for name, value, allowed in (("mask", mask, MASKS), ("coupling", coupling, COUPLINGS),
+                                 ("scale", scale, SCALES)):
+      if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
     if mask == "channel" and channels < 2:
       raise ValueError(f"a channel-mask coupling needs >= 2 channels, got {channels}")
     self.channels, self.mask, self.parity = channels, mask, parity
@@ -286,8 +385,7 @@ class SplitPrior(nnx.Module):
   def __init__(self, channels: int, *, rngs: nnx.Rngs):
     self.num_keep = channels // 2
     out = channels - self.num_keep
-    self.conv = nnx.Conv(self.num_keep, 2 * out, (3, 3), padding="SAME",
-                         kernel_init=nnx.initializers.zeros_init(), rngs=rngs)
+    self.conv = Conv(self.num_keep, 2 * out, 3, zero_init=True, rngs=rngs)
 
   def _mean_log_scale(self, keep):
     out = self.conv(keep)
@@ -311,8 +409,16 @@ def preprocess(x_BxHxWxC, kind: str = "logit", alpha: float = 0.05):
   ``logdet = sum log((1 - 2 alpha) / (p (1 - p)))`` with ``p = alpha + (1 - 2 alpha) x``.
   ``"center"`` (Glow): ``y = x - 0.5``, logdet 0.
 
+  Args:
+    x_BxHxWxC: dequantised images in ``[0, 1)``.
+    kind: ``"logit"`` or ``"center"``.
+    alpha: the logit's margin, in ``(0, 0.5)``.
+
   Returns:
     ``(y_BxHxWxC, logdet_B)``.
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017, section 4.1.
   """
   if kind == "center":
     return x_BxHxWxC - 0.5, jnp.zeros(x_BxHxWxC.shape[0])
@@ -344,6 +450,9 @@ class FlowStep(nnx.Module):
                mask: str = "channel", coupling: str = "affine", scale: str = "sigmoid",
                hidden: int = 64, num_blocks: int = 1, activation: str = "relu",
                rngs: nnx.Rngs):
+    if permutation not in PERMUTATIONS:
+      raise ValueError(f"permutation must be one of {', '.join(map(repr, PERMUTATIONS))}; "
+                       f"got {permutation!r}")
     layers: list[Any] = [ActNorm(channels)] if actnorm else []
     if permutation in ("reverse", "shuffle"):
       layers.append(ChannelPermutation(channels, kind=permutation, rngs=rngs))
@@ -480,38 +589,95 @@ def init_rngs(key: jax.Array) -> nnx.Rngs:
   and a flow draws many differently shaped (vmapped) initial weights, so a build
   takes a second instead of many. The parameters are a deterministic function of
   ``key`` on a given backend.
+
+  Args:
+    key: a (threefry) PRNG key.
+
+  Returns:
+    ``nnx.Rngs`` with a ``params`` stream.
   """
   return nnx.Rngs(params=jax.random.wrap_key_data(
       jax.random.bits(key, (4,), jnp.uint32), impl="rbg"))
 
 
 def check_input(x_BxHxWxC, input_shape: Sequence[int]) -> None:
-  """Raises a clear error when ``x`` is not ``[B, *input_shape]`` (at trace time)."""
+  """Raises a clear error unless ``x`` is a float ``[B, *input_shape]`` (at trace time).
+
+  Args:
+    x_BxHxWxC: the input of a flow model's ``forward``.
+    input_shape: the ``(H, W, C)`` the model was built for.
+
+  Raises:
+    ValueError: for another shape; TypeError: for integer images (dequantise them
+      first, e.g. with `dequantize`).
+  """
   shape = tuple(getattr(x_BxHxWxC, "shape", ()))
   if len(shape) != 4 or shape[1:] != tuple(input_shape):
     raise ValueError(
         f"the flow was built for inputs of shape [B, {', '.join(map(str, input_shape))}] "
         f"(H, W, C), got {shape}")
+  if not jnp.issubdtype(x_BxHxWxC.dtype, jnp.floating):
+    raise TypeError(
+        f"a flow's forward takes dequantised float images in [0, 1), got dtype "
+        f"{x_BxHxWxC.dtype}; use genjax.nn.flows.dequantize(image_uint8, key) first")
 
 
 def dequantize(image_BxHxWxC: jax.Array, key: jax.Array) -> jax.Array:
-  """``(x + u) / 256`` with ``u ~ U[0, 1)``: 8-bit images to the flows' input space."""
+  """Uniform dequantisation ``(x + u) / 256``, ``u ~ U[0, 1)``: the flows' input space.
+
+  Args:
+    image_BxHxWxC: uint8 images with values 0..255.
+    key: PRNG key of the noise ``u``.
+
+  Returns:
+    float32 images in ``[0, 1)`` (``genjax.data.dequantize`` with ``num_bits=8``).
+
+  References:
+    Theis, van den Oord & Bethge, "A note on the evaluation of generative models",
+    ICLR 2016. Dinh et al., "Density estimation using Real NVP", ICLR 2017.
+  """
   from genjax import data  # pylint: disable=g-import-not-at-top  (TFDS/grain: lazy)
   return data.dequantize(image_BxHxWxC, key, num_bits=8)
 
 
 def log_prob(zs: Sequence[jax.Array], logdet_B: jax.Array) -> jax.Array:
-  """``sum_i log N(z_i; 0, I) + logdet``: the log-density of the flow's input, ``[B]``."""
+  """The change of variables ``log p(x) = sum_i log N(z_i; 0, I) + logdet``.
+
+  Args:
+    zs: the latents of a flow's ``forward`` (each ``[B, ...]``).
+    logdet_B: ``log|det dz/dx|`` per example.
+
+  Returns:
+    ``float32[B]``, the log-density (nats) of the flow's input ``x``.
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017, equation (3).
+  """
   return logdet_B + sum(_sum_hwc(dist.standard_normal_log_prob(z)) for z in zs)
 
 
 def dequantized_log_likelihood(model, image_BxHxWxC, key):
   """``log p_model((x + u) / 256) - D log 256`` per example, and its parts.
 
+  ``P(x) = 256^-D E_u[p_model((x + u) / 256)]`` is the probability of the discrete
+  image ``x``, so by Jensen ``log P(x) >= E_u[log p_model((x + u) / 256)] - D log 256``;
+  one draw of ``u`` gives an unbiased estimate of that bound. ``p_model`` includes
+  every Jacobian term of the model's ``forward`` (the logit transform, squeezes,
+  steps, split priors).
+
+  Args:
+    model: a flow model (``forward``, ``input_shape``).
+    image_BxHxWxC: uint8 images, 0..255.
+    key: PRNG key of the dequantisation noise.
+
   Returns:
-    ``(ll_B, log_prior_B, logdet_B)``; ``ll_B`` is the density of ``x + u`` on the
-    ``[0, 256)^D`` scale, a single-sample lower bound on ``log P(x)`` of the
-    discrete 8-bit image (Theis et al. 2016).
+    ``(ll_B, log_prior_B, logdet_B)`` in nats: ``ll_B`` is the density of ``x + u``
+    on the ``[0, 256)^D`` scale; ``log_prior_B = sum log N(zs)`` and ``logdet_B`` the
+    log-det of ``forward`` (so ``ll = log_prior + logdet - D log 256``).
+
+  References:
+    Theis, van den Oord & Bethge, "A note on the evaluation of generative models",
+    ICLR 2016, section 3.1.
   """
   dims = math.prod(model.input_shape)
   zs, logdet_B = model.forward(dequantize(image_BxHxWxC, key))
@@ -520,7 +686,20 @@ def dequantized_log_likelihood(model, image_BxHxWxC, key):
 
 
 def nll_loss(model, image_BxHxWxC, key):
-  """Mean negative `dequantized_log_likelihood` (nats/example) and its metrics."""
+  """The mean negative `dequantized_log_likelihood` and its metrics.
+
+  Args:
+    model: a flow model.
+    image_BxHxWxC: uint8 images, 0..255.
+    key: PRNG key of the dequantisation noise.
+
+  Returns:
+    ``(nll, metrics)``: ``nll`` in nats per example; metrics ``loss``, ``nll_nats``,
+    ``bits_per_dim = nll / (D ln 2)``, ``log_prior`` and ``logdet`` (batch means).
+
+  References:
+    Dinh et al., "Density estimation using Real NVP", ICLR 2017, section 4.1.
+  """
   ll_B, log_prior_B, logdet_B = dequantized_log_likelihood(model, image_BxHxWxC, key)
   nll = -jnp.mean(ll_B)
   dims = math.prod(model.input_shape)
@@ -529,7 +708,16 @@ def nll_loss(model, image_BxHxWxC, key):
 
 
 def draw_latents(model, key: jax.Array, num: int) -> list[jax.Array]:
-  """Standard normal latents of ``num`` samples, one array per ``model.latent_shapes``."""
+  """Standard normal latents for ``num`` samples, one array per ``model.latent_shapes``.
+
+  Args:
+    model: a flow model (``latent_shapes``).
+    key: PRNG key.
+    num: number of samples (static).
+
+  Returns:
+    A list of ``float32[num, *shape]`` arrays.
+  """
   sizes = [math.prod(s) for s in model.latent_shapes]
   z_NxD = jax.random.normal(key, (num, sum(sizes)))  # one draw: one PRNG kernel
   parts = jnp.split(z_NxD, np.cumsum(sizes)[:-1], axis=1)
@@ -542,14 +730,40 @@ def to_uint8(x_BxHxWxC: jax.Array) -> jax.Array:
 
 
 def sample(model, key: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
-  """``uint8[num, H, W, C]`` from latents ``temperature * N(0, I)`` through ``inverse``."""
+  """Samples ``x = G(temperature * z)``, ``z ~ N(0, I)``, as 8-bit images.
+
+  Args:
+    model: a flow model (``inverse``, ``latent_shapes``).
+    key: PRNG key.
+    num: number of images (static).
+    temperature: the standard deviation of the latents.
+
+  Returns:
+    ``uint8[num, H, W, C]``, ``floor(256 x)`` clipped to 0..255.
+
+  References:
+    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 5 (temperature).
+  """
   zs = [temperature * z for z in draw_latents(model, key, num)]
   return to_uint8(model.inverse(zs))
 
 
 def temperature_grid(model, key: jax.Array, num_per_row: int = 5,
                      temperatures: Sequence[float] = TEMPERATURES) -> jax.Array:
-  """One row of ``num_per_row`` samples per temperature, all with the same noise."""
+  """Samples at several temperatures from the same noise, in one inverse pass.
+
+  Args:
+    model: a flow model.
+    key: PRNG key of the shared noise.
+    num_per_row: samples per temperature.
+    temperatures: one row per temperature, in order.
+
+  Returns:
+    ``uint8[len(temperatures) * num_per_row, H, W, C]``, row by row.
+
+  References:
+    Kingma & Dhariwal, "Glow", NeurIPS 2018, figure 8.
+  """
   temps_T = jnp.asarray(temperatures, jnp.float32)
   zs = [(temps_T[:, None, None, None, None] * z[None]).reshape(-1, *z.shape[1:])
         for z in draw_latents(model, key, num_per_row)]
@@ -566,8 +780,18 @@ def _initialize_jit(graphdef, state, image_BxHxWxC, key):
 def initialize(model, image_BxHxWxC, key: jax.Array) -> None:
   """Data-dependent ActNorm initialisation on one dequantised batch, in place.
 
-  Runs ``model.forward(x, initialize=True)`` compiled; ActNorm layers already
-  initialised (their ``initialized`` flag is set, e.g. after a restore) keep their values.
+  Runs ``model.forward(x, initialize=True)`` compiled: every ActNorm, in the order
+  of the flow (a scan through each stack), is set to give zero mean and unit
+  variance per channel on its own input. ActNorms already initialised (their
+  ``initialized`` flag is set, e.g. after a restore) keep their values.
+
+  Args:
+    model: a flow model.
+    image_BxHxWxC: uint8 images, 0..255.
+    key: PRNG key of the dequantisation noise.
+
+  References:
+    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 3.1.
   """
   graphdef, state = nnx.split(model)
   nnx.update(model, _initialize_jit(graphdef, state, jnp.asarray(image_BxHxWxC), key))
