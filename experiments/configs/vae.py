@@ -2,8 +2,9 @@ r"""Variational autoencoder (Kingma & Welling 2014) on binarized digits or MNIST
 
 Variants:
   smoke:  a tiny MLP VAE on digits, 20 steps, seconds on a CPU (tests use it).
-  digits: the embedded default (scikit-learn's 8x8 digits, no download), about a
-          minute on a laptop CPU:
+  digits: the embedded default (scikit-learn's 8x8 digits, no download); 4,000
+          steps train in about 10 s on a 2-core CPU (test -ELBO 22.3 nats), under
+          a minute with the install:
             python -m experiments.main --config=experiments/configs/vae.py:digits \
                 --workdir=runs/vae_digits
   digits2d: as digits with a 2-D latent space, for the latent map.
@@ -12,8 +13,11 @@ Variants:
             python -m experiments.main --config=experiments/configs/vae.py:mnist \
                 --workdir=runs/vae_mnist
             python -m experiments.evaluate --workdir=runs/vae_mnist --num_samples=5000
-          Result: see README.md ("Results"), produced by experiments/vae_mnist.sh.
-  mnist_conv: the convolutional encoder/decoder on binarized MNIST.
+          Result (experiments/vae_mnist.sh, 2-core AMD EPYC CPU, jax 0.10.2):
+          IWAE k=5000 test NLL 84.34 nats, test ELBO -88.02 nats, after 49.0 min
+          of training (260k steps); the k=5000 evaluation took 16.4 min.
+  mnist_conv: the convolutional encoder/decoder on binarized MNIST (about 0.2 s
+          a step on a 2-core CPU: 50k steps take about 3 hours; meant for a GPU).
   mnist8bit: 8-bit MNIST with a discretized logistic decoder (bits/dim).
 """
 
