@@ -13,9 +13,8 @@ from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory", required=True)
 _NUM_SAMPLES = flags.DEFINE_integer(
-    "num_samples", None,
-    "importance samples k for bound-based likelihoods (the VAE's IWAE bound); "
-    "default: the run config's eval_num_samples (5000 for MNIST)")
+    "num_samples", 5000,
+    "importance samples k for bound-based likelihoods (the VAE's IWAE bound)")
 _SPLIT = flags.DEFINE_string("split", "test", "data split")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "examples per batch")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the evaluation's randomness")

@@ -538,7 +538,7 @@ def restore_model(workdir: str | pathlib.Path, step: int | None = None):
   return family, nnx.merge(graphdef, state).model, config, step
 
 
-def evaluate(workdir: str | pathlib.Path, *, num_samples: int | None = None,
+def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
              split: str = "test", batch_size: int | None = None,
              seed: int = 0) -> dict[str, Any]:
   """Evaluates the newest checkpoint on ``split``; writes ``workdir/eval.json``.
@@ -546,7 +546,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int | None = None,
   Args:
     workdir: a run directory.
     num_samples: importance samples for families whose ``log_likelihood`` takes
-      ``num_samples`` (the VAE's IWAE bound); default ``config.eval_num_samples``.
+      ``num_samples`` (the VAE's IWAE bound).
     split: the data split.
     batch_size: examples per evaluation batch (default ``config.eval_batch_size``).
     seed: seed of the evaluation's randomness.
@@ -559,7 +559,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int | None = None,
   ll_kwargs = {}
   params = inspect.signature(family.log_likelihood).parameters
   if "num_samples" in params:
-    ll_kwargs["num_samples"] = int(num_samples or config.get("eval_num_samples", 1))
+    ll_kwargs["num_samples"] = int(num_samples)
   batch_size = batch_size or config.eval_batch_size
   n = data_lib.info(config.data.name)["splits"][split]
   num_batches = -(-n // batch_size)

@@ -36,13 +36,11 @@ def get_config(variant: str = "digits"):
   c.model.latent_dim = 16
   c.model.beta = 1.0
   c.model.activation = "silu"
-  c.eval_num_samples = 1000        # IWAE samples for experiments.evaluate's NLL (flag overrides)
 
   if variant == "smoke":
     common.smoke(c)
     c.model.hidden = (32,)
     c.model.latent_dim = 4
-    c.eval_num_samples = 16
   elif variant in ("digits", "digits2d"):
     c.data.name = "digits"
     c.batch_size = 64
@@ -65,7 +63,6 @@ def get_config(variant: str = "digits"):
     c.eval_batch_size = 1000
     c.checkpoint_every = 25_000
     c.sample_every = 50_000
-    c.eval_num_samples = 5000
     if variant == "mnist_conv":
       c.model.architecture = "conv"
       c.total_steps = 50_000
