@@ -37,11 +37,11 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from genjax.models import check_image_batch
+from genjax.models import flow
+# The family protocol, the same for every flow: see genjax.models.flow.
+from genjax.models.flow import (LIKELIHOOD, forward, initialize, inverse,  # noqa: F401
+                                log_likelihood, loss, sample, visualizations)
 from genjax.nn import flows
-
-LIKELIHOOD = ("exact model density of the dequantised image (single-sample uniform "
-              "dequantisation bound on the 8-bit data)")
 _DEFAULTS = dict(name="glow", input_shape=None, num_levels=2, num_steps=8, hidden=64,
                  num_blocks=1, coupling="affine", scale="sigmoid", permutation="conv1x1_lu",
                  actnorm=True, preprocess="center", alpha=0.05, activation="relu")
@@ -75,7 +75,7 @@ class Glow(nnx.Module):
     self.latent_shapes = tuple(latent_shapes)
 
   def forward(self, x_BxHxWxC, initialize: bool = False):
-    flows.check_input(x_BxHxWxC, self.input_shape)
+    flow.check_input(x_BxHxWxC, self.input_shape)
     x, logdet = flows.preprocess(x_BxHxWxC, self.preprocess, self.alpha)
     zs = []
     for level, stack in enumerate(self.stacks):
@@ -97,7 +97,7 @@ class Glow(nnx.Module):
 
 
 def _parse(config) -> dict:
-  return flows.parse_config(config, _DEFAULTS, _CHOICES)
+  return flow.parse_config(config, _DEFAULTS, _CHOICES)
 
 
 def check_config(config) -> None:
@@ -106,9 +106,7 @@ def check_config(config) -> None:
   Raises:
     ValueError: for data other than the ``"8bit"`` view, or a bad ``config.model``.
   """
-  if config.data.view != "8bit":
-    raise ValueError(f"glow models 8-bit images: set config.data.view = '8bit' "
-                     f"(got {config.data.view!r})")
+  flow.check_view(config)
   _parse(config.model)
 
 
@@ -119,7 +117,7 @@ def build(config, key: jax.Array) -> Glow:
     config: ``ConfigDict`` or dict with ``input_shape=(H, W, C)`` and the optional
       fields of the module docstring.
     key: PRNG key of the initialisation (seeds the ``rbg`` generator of
-      `genjax.nn.flows.init_rngs`).
+      `genjax.models.flow.init_rngs`).
 
   Returns:
     The `Glow` module; ``input_shape`` and ``latent_shapes`` are static attributes.
@@ -134,131 +132,4 @@ def build(config, key: jax.Array) -> Glow:
   """
   cfg = _parse(config)
   del cfg["name"]
-  return Glow(**cfg, rngs=flows.init_rngs(key))
-
-
-def forward(model: Glow, x_BxHxWxC: jax.Array) -> tuple[list[jax.Array], jax.Array]:
-  """The inverse generator ``G^-1``: image to standard-normal latents.
-
-  Args:
-    model: a `Glow`.
-    x_BxHxWxC: float32 dequantised images in the input space ``[0, 1)``.
-
-  Returns:
-    ``(zs, logdet_B)``: the latents (one per level, shapes ``model.latent_shapes``)
-    and ``log|det dz/dx|`` per example in nats (preprocessing included), so
-    ``log p(x) = sum log N(zs) + logdet``.
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, equations (1)-(3).
-  """
-  return model.forward(x_BxHxWxC)
-
-
-def inverse(model: Glow, zs) -> jax.Array:
-  """The generator ``G``: latents (a list shaped like ``model.latent_shapes``) to images.
-
-  Args:
-    model: a `Glow`.
-    zs: the latents, e.g. from `forward`.
-
-  Returns:
-    ``float32[B, H, W, C]`` in the input space (``[0, 1)`` for latents of real data).
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018.
-  """
-  return model.inverse(list(zs))
-
-
-def log_likelihood(model: Glow, batch, key: jax.Array) -> jax.Array:
-  """``log p_model((x + u) / 256) - D log 256``: nats per example, ``float32[B]``.
-
-  The exact model density of the dequantised point ``x + u`` (``u ~ U[0, 1)^D`` drawn
-  from ``key``) on the 0..256 scale; its expectation over ``u`` is a lower bound on
-  the log-probability of the discrete 8-bit image.
-
-  Args:
-    model: a `Glow`.
-    batch: ``{"image": uint8[B, H, W, C], ...}`` with values 0..255.
-    key: PRNG key of the dequantisation noise.
-
-  Returns:
-    ``float32[B]`` log-likelihoods in nats.
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 2.
-    Theis, van den Oord & Bethge, "A note on the evaluation of generative models",
-    ICLR 2016.
-  """
-  check_image_batch(batch, model.input_shape)
-  return flows.dequantized_log_likelihood(model, batch["image"], key)[0]
-
-
-def loss(model: Glow, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """The mean negative `log_likelihood` (nats per example) and metrics.
-
-  Args:
-    model: a `Glow`.
-    batch: ``{"image": uint8[B, H, W, C], ...}``.
-    key: PRNG key of the dequantisation noise.
-
-  Returns:
-    ``(loss, metrics)``; metrics hold ``loss``, ``nll_nats``, ``bits_per_dim`` (on the
-    discrete 8-bit data), ``log_prior`` and ``logdet`` (means, nats).
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 2.
-  """
-  check_image_batch(batch, model.input_shape)
-  return flows.nll_loss(model, batch["image"], key)
-
-
-def sample(model: Glow, key: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
-  """Draws ``z ~ N(0, temperature^2 I)`` and returns ``G(z)`` as 8-bit images.
-
-  Args:
-    model: a `Glow`.
-    key: PRNG key.
-    num: number of images (static).
-    temperature: scale of the latents' standard deviation (Glow, section 5).
-
-  Returns:
-    ``uint8[num, H, W, C]`` with values 0..255 (``floor(256 x)``, clipped).
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 5 (temperature).
-  """
-  return flows.sample(model, key, num, temperature)
-
-
-def initialize(model: Glow, batch, key: jax.Array) -> None:
-  """Data-dependent ActNorm initialisation on the first batch, in place.
-
-  Sets every ActNorm, level by level and step by step (in a scan), so that its
-  outputs have zero mean and unit variance per channel on the dequantised ``batch``.
-  ActNorms already initialised (e.g. restored from a checkpoint) are left unchanged.
-
-  Args:
-    model: a `Glow`.
-    batch: ``{"image": uint8[B, H, W, C], ...}``.
-    key: PRNG key of the dequantisation noise.
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 3.1.
-  """
-  check_image_batch(batch, model.input_shape)
-  flows.initialize(model, batch["image"], key)
-
-
-def visualizations(model: Glow, key: jax.Array, batch) -> dict[str, jax.Array]:
-  """``{"temperatures": uint8[25, H, W, C]}``: 5 rows of 5 samples at temperatures
-  0, 0.25, 0.5, 0.75 and 1, every row from the same noise (Glow, figure 8)."""
-  del batch
-  graphdef, state = nnx.split(model)
-  return {"temperatures": _temperature_grid_jit(graphdef, state, key)}
-
-
-@jax.jit(static_argnums=0)
-def _temperature_grid_jit(graphdef, state, key):
-  return flows.temperature_grid(nnx.merge(graphdef, state), key)
+  return Glow(**cfg, rngs=flow.init_rngs(key))

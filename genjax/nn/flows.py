@@ -1,4 +1,4 @@
-"""Invertible layers of normalizing flows (RealNVP, Glow) and their shared protocol.
+"""Invertible layers of normalizing flows (RealNVP, Glow).
 
 Every layer is an NNX module with ``forward(x) -> (y, logdet_B)`` and an exact
 ``inverse(y) -> x``, where ``logdet_B`` is ``log |det dy/dx|`` per example (nats,
@@ -11,12 +11,9 @@ Layers: `ActNorm` (data-dependent initialisation, kept as model state), `AffineC
 prior) and the input maps `preprocess` / `postprocess` (logit or centring). A
 `FlowStack` holds K identical `FlowStep`s with stacked parameters (created with
 ``nnx.vmap``) and runs them in one ``lax.scan`` carrying ``(x, logdet)``, so that
-compile time does not grow with K.
-
-The second half holds the protocol shared by the flow families (``genjax.models.realnvp``
-and ``genjax.models.glow``): a model has ``forward(x, initialize=False) -> (zs, logdet_B)``
-from the dequantised image ``x`` in ``[0, 1)`` to a list of standard-normal latents,
-``inverse(zs) -> x`` and the static ``input_shape`` and ``latent_shapes``.
+compile time does not grow with K. The couplings' conditioner is
+`genjax.nn.conv.ConvResNet`; the protocol the flow families share (likelihood,
+sampling, initialisation) is `genjax.models.flow`.
 
 References:
   Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.
@@ -27,22 +24,21 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from genjax import distributions as dist
-from genjax.nn.layers import get_activation
+from genjax.nn.conv import Conv
+from genjax.nn.conv import ConvResNet
 
 MASKS = ("checkerboard", "channel")
 COUPLINGS = ("affine", "additive")
 SCALES = ("sigmoid", "tanh")
 PERMUTATIONS = ("none", "reverse", "shuffle", "conv1x1", "conv1x1_lu")
 PREPROCESSING = ("logit", "center")
-TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 class FlowBuffer(nnx.Variable):
@@ -53,9 +49,9 @@ class Initialized(nnx.Variable):
   """A bool flag: ActNorm's data-dependent initialisation has run (checkpointed)."""
 
 
-def _sum_hwc(x_BxHxWxC: jax.Array) -> jax.Array:
+def sum_hwc(x_BxHxWxC: jax.Array) -> jax.Array:
+  """Sums every axis but the first: per-example totals, ``float[B]``."""
   return x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1).sum(-1)
-
 
 # ------------------------------------------------------------------------- layers
 
@@ -97,119 +93,6 @@ class ActNorm(nnx.Module):
 
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
-
-
-def _conv(x_BxHxWxI, kernel_KxKxIxO):
-  return jax.lax.conv_general_dilated(x_BxHxWxI, kernel_KxKxIxO, (1, 1), "SAME",
-                                      dimension_numbers=_DIMENSIONS)
-
-
-@jax.custom_vjp
-def conv_same(x_BxHxWxI: jax.Array, kernel_KxKxIxO: jax.Array) -> jax.Array:
-  """A stride-1 SAME convolution (NHWC, HWIO, odd K) whose gradients stay fast in loops.
-
-  XLA's CPU backend runs the kernel-gradient convolution that ``lax`` derives ~30x
-  slower inside a while loop (a ``lax.scan`` over flow steps) than outside it
-  (jax-ml/jax#12868: only channel-last convolutions take the fast path there). This
-  custom VJP computes the input gradient as a channel-last convolution with the
-  flipped kernel and the kernel gradient as matrix products: one per kernel tap, or,
-  when one side has few channels, a single one against its K*K stacked shifts.
-  Reverse mode only (use ``jax.jacrev``, not ``jax.jacfwd``, through it).
-  """
-  return _conv(x_BxHxWxI, kernel_KxKxIxO)
-
-
-def _conv_same_fwd(x, kernel):
-  return _conv(x, kernel), (x, kernel)
-
-
-def _conv_same_bwd(res, g_BxHxWxO):
-  x_BxHxWxI, kernel = res
-  k, _, c_in, c_out = kernel.shape
-  h, w, p = x_BxHxWxI.shape[1], x_BxHxWxI.shape[2], kernel.shape[0] // 2
-  grad_x = _conv(g_BxHxWxO, jnp.flip(kernel, (0, 1)).swapaxes(2, 3))
-  pad = ((0, 0), (p, p), (p, p), (0, 0))
-  if min(c_in, c_out) * k * k <= 2 * max(c_in, c_out):
-    # Skinny: stack the k*k shifts of the side with fewer channels, one matmul.
-    if c_out <= c_in:  # grad_kernel[i, j] = x^T g shifted by (p - i, p - j)
-      g_pad = jnp.pad(g_BxHxWxO, pad)
-      shifts = [g_pad[:, 2 * p - i:2 * p - i + h, 2 * p - j:2 * p - j + w]
-                for i in range(k) for j in range(k)]
-      out = x_BxHxWxI.reshape(-1, c_in).T @ jnp.concatenate(shifts, -1).reshape(-1, k * k * c_out)
-      return grad_x, out.reshape(c_in, k, k, c_out).transpose(1, 2, 0, 3)
-    x_pad = jnp.pad(x_BxHxWxI, pad)
-    shifts = [x_pad[:, i:i + h, j:j + w] for i in range(k) for j in range(k)]
-    out = jnp.concatenate(shifts, -1).reshape(-1, k * k * c_in).T @ g_BxHxWxO.reshape(-1, c_out)
-    return grad_x, out.reshape(k, k, c_in, c_out)
-  x_pad, g_NxO = jnp.pad(x_BxHxWxI, pad), g_BxHxWxO.reshape(-1, c_out)
-  grad_kernel = jnp.stack([
-      jnp.stack([x_pad[:, i:i + h, j:j + w].reshape(-1, c_in).T @ g_NxO for j in range(k)])
-      for i in range(k)])
-  return grad_x, grad_kernel
-
-
-conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
-
-
-class Conv(nnx.Module):
-  """A stride-1 SAME convolution with bias built on `conv_same` (fast gradients in scans).
-
-  ``zero_init=True`` is Glow's ``Conv2dZeros``: kernel and bias start at zero and the
-  output is multiplied by a learned per-channel ``exp(3 * log_gain)`` (``log_gain``
-  starts at 0), so the layer starts at zero and can grow quickly.
-  """
-
-  def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
-               zero_init: bool = False, rngs: nnx.Rngs):
-    if kernel_size % 2 != 1:
-      raise ValueError(f"kernel_size must be odd, got {kernel_size}")
-    shape = (kernel_size, kernel_size, in_channels, out_channels)
-    init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.lecun_normal()
-    self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
-    self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32))
-    self.zero_init = zero_init
-    if zero_init:
-      self.log_gain = nnx.Param(jnp.zeros((out_channels,), jnp.float32))
-
-  def __call__(self, x_BxHxWxI):
-    y = conv_same(x_BxHxWxI, self.kernel[...]) + self.bias[...]
-    return y * jnp.exp(3.0 * self.log_gain[...]) if self.zero_init else y
-
-
-class ResBlock(nnx.Module):
-  """Pre-activation residual block ``x + conv(act(conv(act(x))))``, second conv zero."""
-
-  def __init__(self, channels: int, *, activation: str = "relu", rngs: nnx.Rngs):
-    self.conv1 = Conv(channels, channels, 3, rngs=rngs)
-    self.conv2 = Conv(channels, channels, 3, zero_init=True, rngs=rngs)
-    self.activation = get_activation(activation)
-
-  def __call__(self, x_BxHxWxC):
-    return x_BxHxWxC + self.conv2(self.activation(self.conv1(self.activation(x_BxHxWxC))))
-
-
-class ConvResNet(nnx.Module):
-  """Coupling conditioner: conv3x3, act, conv1x1, ``num_blocks`` ResBlocks, act, conv3x3.
-
-  With ``num_blocks=0`` this is Glow's ``NN`` (without its ActNorms). The last
-  convolution starts at zero (kernel and bias), so a coupling layer starts as the
-  identity (Glow's ``Conv2dZeros``).
-  """
-
-  def __init__(self, in_channels: int, hidden: int, out_channels: int, *,
-               num_blocks: int = 1, activation: str = "relu", rngs: nnx.Rngs):
-    self.conv_in = Conv(in_channels, hidden, 3, rngs=rngs)
-    self.conv_mid = Conv(hidden, hidden, 1, rngs=rngs)
-    self.blocks = nnx.List([ResBlock(hidden, activation=activation, rngs=rngs)
-                            for _ in range(num_blocks)])
-    self.conv_out = Conv(hidden, out_channels, 3, zero_init=True, rngs=rngs)
-    self.activation = get_activation(activation)
-
-  def __call__(self, x_BxHxWxC):
-    h = self.conv_mid(self.activation(self.conv_in(x_BxHxWxC)))
-    for block in self.blocks:
-      h = block(h)
-    return self.conv_out(self.activation(h))
 
 
 def checkerboard(height: int, width: int, parity: int) -> np.ndarray:
@@ -271,10 +154,10 @@ class AffineCoupling(nnx.Module):
       m = checkerboard(*x_BxHxWxC.shape[1:3], self.parity)
       shift, log_s = self._shift_log_scale(x_BxHxWxC * m)
       y = m * x_BxHxWxC + (1 - m) * (x_BxHxWxC * jnp.exp(log_s) + shift)
-      return y, _sum_hwc((1 - m) * log_s)
+      return y, sum_hwc((1 - m) * log_s)
     cond, trans = self._split(x_BxHxWxC)
     shift, log_s = self._shift_log_scale(cond)
-    return self._join(cond, trans * jnp.exp(log_s) + shift), _sum_hwc(log_s)
+    return self._join(cond, trans * jnp.exp(log_s) + shift), sum_hwc(log_s)
 
   def inverse(self, y_BxHxWxC):
     if self.mask == "checkerboard":
@@ -395,7 +278,7 @@ class SplitPrior(nnx.Module):
   def forward(self, x_BxHxWxC):
     keep, drop = x_BxHxWxC[..., :self.num_keep], x_BxHxWxC[..., self.num_keep:]
     mean, log_scale = self._mean_log_scale(keep)
-    return keep, (drop - mean) * jnp.exp(-log_scale), -_sum_hwc(log_scale)
+    return keep, (drop - mean) * jnp.exp(-log_scale), -sum_hwc(log_scale)
 
   def inverse(self, keep_BxHxWxK, z_BxHxWxD):
     mean, log_scale = self._mean_log_scale(keep_BxHxWxK)
@@ -424,7 +307,7 @@ def preprocess(x_BxHxWxC, kind: str = "logit", alpha: float = 0.05):
     return x_BxHxWxC - 0.5, jnp.zeros(x_BxHxWxC.shape[0])
   p = alpha + (1.0 - 2.0 * alpha) * x_BxHxWxC
   y = jnp.log(p) - jnp.log1p(-p)
-  return y, _sum_hwc(math.log(1.0 - 2.0 * alpha) - jnp.log(p) - jnp.log1p(-p))
+  return y, sum_hwc(math.log(1.0 - 2.0 * alpha) - jnp.log(p) - jnp.log1p(-p))
 
 
 def postprocess(y_BxHxWxC, kind: str = "logit", alpha: float = 0.05):
@@ -525,273 +408,3 @@ class FlowStack(nnx.Module):
       return nnx.merge(graphdef, step_state).inverse(y), None
 
     return jax.lax.scan(body, y_BxHxWxC, state, reverse=True)[0]
-
-
-# ------------------------------------------------------------ the family protocol
-
-
-def parse_config(config, defaults: dict, choices: dict) -> dict:
-  """Validates a flow family's ``config.model`` and fills its defaults.
-
-  Args:
-    config: the ``model`` block (``ConfigDict`` or dict).
-    defaults: every known field and its default (``defaults["name"]`` is the family).
-    choices: allowed values of the string fields.
-
-  Returns:
-    A dict of every field, with ints for the sizes and a tuple ``input_shape``.
-
-  Raises:
-    ValueError: naming the field and what is allowed, for an unknown field, a bad
-      value, or an image side not divisible by ``2**num_levels`` (each level squeezes
-      H and W by 2).
-  """
-  family = defaults["name"]
-  unknown = set(config.keys()) - set(defaults)
-  if unknown:
-    raise ValueError(f"unknown field(s) config.model.{', config.model.'.join(sorted(unknown))} "
-                     f"for {family}; known fields: {', '.join(defaults)}")
-  cfg = {k: (config.get(k) if config.get(k) is not None else v) for k, v in defaults.items()}
-  if cfg["name"] != family:
-    raise ValueError(f"config.model.name is {cfg['name']!r}, expected {family!r}")
-  for name, allowed in choices.items():
-    if cfg[name] not in allowed:
-      raise ValueError(f"config.model.{name} must be one of {', '.join(map(repr, allowed))}; "
-                       f"got {cfg[name]!r}")
-  shape = cfg["input_shape"]
-  if (shape is None or len(shape) != 3
-      or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape)):
-    raise ValueError(f"config.model.input_shape must be (H, W, C) with 3 positive ints, "
-                     f"got {shape!r}")
-  cfg["input_shape"] = tuple(int(s) for s in shape)
-  for name in ("num_levels", "num_steps", "hidden", "num_blocks"):
-    value = cfg[name]
-    minimum = 0 if name == "num_blocks" else 1
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-      raise ValueError(f"config.model.{name} must be an int >= {minimum}, got {value!r}")
-    cfg[name] = int(value)
-  if not 0.0 < float(cfg["alpha"]) < 0.5:
-    raise ValueError(f"config.model.alpha must be in (0, 0.5), got {cfg['alpha']!r}")
-  h, w, _ = cfg["input_shape"]
-  factor = 2 ** cfg["num_levels"]
-  if h % factor or w % factor:
-    raise ValueError(
-        f"{family} with num_levels={cfg['num_levels']} squeezes H and W by 2 at each "
-        f"level, so they must be divisible by {factor}; the input is {h}x{w}. Choose "
-        f"num_levels so that 2**num_levels divides both (e.g. 2 for 28x28: 28 -> 14 -> 7).")
-  return cfg
-
-
-def init_rngs(key: jax.Array) -> nnx.Rngs:
-  """``nnx.Rngs`` for a flow's parameters, drawn with the ``rbg`` PRNG seeded from ``key``.
-
-  XLA compiles ``rbg``'s RngBitGenerator several times faster than threefry on a CPU,
-  and a flow draws many differently shaped (vmapped) initial weights, so a build
-  takes a second instead of many. The parameters are a deterministic function of
-  ``key`` on a given backend.
-
-  Args:
-    key: a (threefry) PRNG key.
-
-  Returns:
-    ``nnx.Rngs`` with a ``params`` stream.
-  """
-  return nnx.Rngs(params=jax.random.wrap_key_data(
-      jax.random.bits(key, (4,), jnp.uint32), impl="rbg"))
-
-
-def check_input(x_BxHxWxC, input_shape: Sequence[int]) -> None:
-  """Raises a clear error unless ``x`` is a float ``[B, *input_shape]`` (at trace time).
-
-  Args:
-    x_BxHxWxC: the input of a flow model's ``forward``.
-    input_shape: the ``(H, W, C)`` the model was built for.
-
-  Raises:
-    ValueError: for another shape; TypeError: for integer images (dequantise them
-      first, e.g. with `dequantize`).
-  """
-  shape = tuple(getattr(x_BxHxWxC, "shape", ()))
-  if len(shape) != 4 or shape[1:] != tuple(input_shape):
-    raise ValueError(
-        f"the flow was built for inputs of shape [B, {', '.join(map(str, input_shape))}] "
-        f"(H, W, C), got {shape}")
-  if not jnp.issubdtype(x_BxHxWxC.dtype, jnp.floating):
-    raise TypeError(
-        f"a flow's forward takes dequantised float images in [0, 1), got dtype "
-        f"{x_BxHxWxC.dtype}; use genjax.nn.flows.dequantize(image_uint8, key) first")
-
-
-def dequantize(image_BxHxWxC: jax.Array, key: jax.Array) -> jax.Array:
-  """Uniform dequantisation ``(x + u) / 256``, ``u ~ U[0, 1)``: the flows' input space.
-
-  Args:
-    image_BxHxWxC: uint8 images with values 0..255.
-    key: PRNG key of the noise ``u``.
-
-  Returns:
-    float32 images in ``[0, 1)`` (``genjax.data.dequantize`` with ``num_bits=8``).
-
-  References:
-    Theis, van den Oord & Bethge, "A note on the evaluation of generative models",
-    ICLR 2016. Dinh et al., "Density estimation using Real NVP", ICLR 2017.
-  """
-  from genjax import data  # pylint: disable=g-import-not-at-top  (TFDS/grain: lazy)
-  return data.dequantize(image_BxHxWxC, key, num_bits=8)
-
-
-def log_prob(zs: Sequence[jax.Array], logdet_B: jax.Array) -> jax.Array:
-  """The change of variables ``log p(x) = sum_i log N(z_i; 0, I) + logdet``.
-
-  Args:
-    zs: the latents of a flow's ``forward`` (each ``[B, ...]``).
-    logdet_B: ``log|det dz/dx|`` per example.
-
-  Returns:
-    ``float32[B]``, the log-density (nats) of the flow's input ``x``.
-
-  References:
-    Dinh et al., "Density estimation using Real NVP", ICLR 2017, equation (3).
-  """
-  return logdet_B + sum(_sum_hwc(dist.standard_normal_log_prob(z)) for z in zs)
-
-
-def dequantized_log_likelihood(model, image_BxHxWxC, key):
-  """``log p_model((x + u) / 256) - D log 256`` per example, and its parts.
-
-  ``P(x) = 256^-D E_u[p_model((x + u) / 256)]`` is the probability of the discrete
-  image ``x``, so by Jensen ``log P(x) >= E_u[log p_model((x + u) / 256)] - D log 256``;
-  one draw of ``u`` gives an unbiased estimate of that bound. ``p_model`` includes
-  every Jacobian term of the model's ``forward`` (the logit transform, squeezes,
-  steps, split priors).
-
-  Args:
-    model: a flow model (``forward``, ``input_shape``).
-    image_BxHxWxC: uint8 images, 0..255.
-    key: PRNG key of the dequantisation noise.
-
-  Returns:
-    ``(ll_B, log_prior_B, logdet_B)`` in nats: ``ll_B`` is the density of ``x + u``
-    on the ``[0, 256)^D`` scale; ``log_prior_B = sum log N(zs)`` and ``logdet_B`` the
-    log-det of ``forward`` (so ``ll = log_prior + logdet - D log 256``).
-
-  References:
-    Theis, van den Oord & Bethge, "A note on the evaluation of generative models",
-    ICLR 2016, section 3.1.
-  """
-  dims = math.prod(model.input_shape)
-  zs, logdet_B = model.forward(dequantize(image_BxHxWxC, key))
-  log_prior_B = log_prob(zs, jnp.zeros_like(logdet_B))
-  return log_prior_B + logdet_B - dims * math.log(256.0), log_prior_B, logdet_B
-
-
-def nll_loss(model, image_BxHxWxC, key):
-  """The mean negative `dequantized_log_likelihood` and its metrics.
-
-  Args:
-    model: a flow model.
-    image_BxHxWxC: uint8 images, 0..255.
-    key: PRNG key of the dequantisation noise.
-
-  Returns:
-    ``(nll, metrics)``: ``nll`` in nats per example; metrics ``loss``, ``nll_nats``,
-    ``bits_per_dim = nll / (D ln 2)``, ``log_prior`` and ``logdet`` (batch means).
-
-  References:
-    Dinh et al., "Density estimation using Real NVP", ICLR 2017, section 4.1.
-  """
-  ll_B, log_prior_B, logdet_B = dequantized_log_likelihood(model, image_BxHxWxC, key)
-  nll = -jnp.mean(ll_B)
-  dims = math.prod(model.input_shape)
-  return nll, {"loss": nll, "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2.0)),
-               "log_prior": jnp.mean(log_prior_B), "logdet": jnp.mean(logdet_B)}
-
-
-def draw_latents(model, key: jax.Array, num: int) -> list[jax.Array]:
-  """Standard normal latents for ``num`` samples, one array per ``model.latent_shapes``.
-
-  Args:
-    model: a flow model (``latent_shapes``).
-    key: PRNG key.
-    num: number of samples (static).
-
-  Returns:
-    A list of ``float32[num, *shape]`` arrays.
-  """
-  sizes = [math.prod(s) for s in model.latent_shapes]
-  z_NxD = jax.random.normal(key, (num, sum(sizes)))  # one draw: one PRNG kernel
-  parts = jnp.split(z_NxD, np.cumsum(sizes)[:-1], axis=1)
-  return [p.reshape(num, *s) for p, s in zip(parts, model.latent_shapes)]
-
-
-def to_uint8(x_BxHxWxC: jax.Array) -> jax.Array:
-  """``[0, 1)`` images to 8-bit values ``floor(256 x)``, clipped to 0..255."""
-  return jnp.clip(jnp.floor(x_BxHxWxC * 256.0), 0, 255).astype(jnp.uint8)
-
-
-def sample(model, key: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
-  """Samples ``x = G(temperature * z)``, ``z ~ N(0, I)``, as 8-bit images.
-
-  Args:
-    model: a flow model (``inverse``, ``latent_shapes``).
-    key: PRNG key.
-    num: number of images (static).
-    temperature: the standard deviation of the latents.
-
-  Returns:
-    ``uint8[num, H, W, C]``, ``floor(256 x)`` clipped to 0..255.
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 5 (temperature).
-  """
-  zs = [temperature * z for z in draw_latents(model, key, num)]
-  return to_uint8(model.inverse(zs))
-
-
-def temperature_grid(model, key: jax.Array, num_per_row: int = 5,
-                     temperatures: Sequence[float] = TEMPERATURES) -> jax.Array:
-  """Samples at several temperatures from the same noise, in one inverse pass.
-
-  Args:
-    model: a flow model.
-    key: PRNG key of the shared noise.
-    num_per_row: samples per temperature.
-    temperatures: one row per temperature, in order.
-
-  Returns:
-    ``uint8[len(temperatures) * num_per_row, H, W, C]``, row by row.
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, figure 8.
-  """
-  temps_T = jnp.asarray(temperatures, jnp.float32)
-  zs = [(temps_T[:, None, None, None, None] * z[None]).reshape(-1, *z.shape[1:])
-        for z in draw_latents(model, key, num_per_row)]
-  return to_uint8(model.inverse(zs))  # one inverse pass for every row
-
-
-@jax.jit(static_argnums=0)
-def _initialize_jit(graphdef, state, image_BxHxWxC, key):
-  model = nnx.merge(graphdef, state)
-  model.forward(dequantize(image_BxHxWxC, key), initialize=True)
-  return nnx.state(model)
-
-
-def initialize(model, image_BxHxWxC, key: jax.Array) -> None:
-  """Data-dependent ActNorm initialisation on one dequantised batch, in place.
-
-  Runs ``model.forward(x, initialize=True)`` compiled: every ActNorm, in the order
-  of the flow (a scan through each stack), is set to give zero mean and unit
-  variance per channel on its own input. ActNorms already initialised (their
-  ``initialized`` flag is set, e.g. after a restore) keep their values.
-
-  Args:
-    model: a flow model.
-    image_BxHxWxC: uint8 images, 0..255.
-    key: PRNG key of the dequantisation noise.
-
-  References:
-    Kingma & Dhariwal, "Glow", NeurIPS 2018, section 3.1.
-  """
-  graphdef, state = nnx.split(model)
-  nnx.update(model, _initialize_jit(graphdef, state, jnp.asarray(image_BxHxWxC), key))

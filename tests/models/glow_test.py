@@ -15,6 +15,7 @@ from flax import nnx
 import genjax
 from genjax import checkpoint as ckpt_lib
 from genjax import train
+from genjax.models import flow
 from genjax.models import glow
 from genjax.nn import flows
 
@@ -118,7 +119,7 @@ def test_initialize_normalises_every_actnorm_in_order():
   @_jit
   def actnorm_outputs(state):  # each step's ActNorm output on that step's input
     model = nnx.merge(graphdef, state)
-    x, _ = flows.preprocess(flows.dequantize(batch["image"], key), "center")
+    x, _ = flows.preprocess(flow.dequantize(batch["image"], key), "center")
     outputs = []
     for level, stack in enumerate(model.stacks):
       x = flows.squeeze(x)
@@ -161,7 +162,7 @@ def test_whole_model_logdet_matches_brute_force_jacobian():
   glow.initialize(model, _batch(), jax.random.key(1))
   _perturb(model, scale=0.1)
   graphdef, state = nnx.split(model)
-  x = flows.dequantize(_batch(1, seed=5)["image"], jax.random.key(2))
+  x = flow.dequantize(_batch(1, seed=5)["image"], jax.random.key(2))
 
   def flat(v):
     zs, _ = glow.forward(nnx.merge(graphdef, state), v.reshape(1, *SHAPE))
@@ -180,7 +181,7 @@ def test_train_steps_then_inverse_is_exact():
   batch = _batch()
   glow.initialize(ts.model, batch, jax.random.key(1))
   _perturb(ts.model)
-  x = flows.dequantize(batch["image"], jax.random.key(2))
+  x = flow.dequantize(batch["image"], jax.random.key(2))
   assert _max_inverse_error(ts.model, x) < 1e-4
   graphdef, state = nnx.split(ts)
   step = train.compile_train_step(glow, graphdef).trace(

@@ -15,6 +15,7 @@ from flax import nnx
 import genjax
 from genjax import checkpoint as ckpt_lib
 from genjax import train
+from genjax.models import flow
 from genjax.models import realnvp
 from genjax.nn import flows
 
@@ -127,7 +128,7 @@ def test_initialize_normalises_every_actnorm_in_order():
   @_jit
   def actnorm_outputs(state):  # each step's ActNorm output on that step's input
     model = nnx.merge(graphdef, state)
-    x, _ = flows.preprocess(flows.dequantize(batch["image"], key), "logit")
+    x, _ = flows.preprocess(flow.dequantize(batch["image"], key), "logit")
     outputs = []
 
     def run(stack, x):
@@ -176,7 +177,7 @@ def test_whole_model_logdet_matches_brute_force_jacobian():
   realnvp.initialize(model, _batch(), jax.random.key(1))
   _perturb(model, scale=0.1)
   graphdef, state = nnx.split(model)
-  x = flows.dequantize(_batch(1, seed=5)["image"], jax.random.key(2))
+  x = flow.dequantize(_batch(1, seed=5)["image"], jax.random.key(2))
 
   def flat(v):
     zs, _ = realnvp.forward(nnx.merge(graphdef, state), v.reshape(1, *SHAPE))
@@ -195,7 +196,7 @@ def test_train_steps_then_inverse_is_exact():
   batch = _batch()
   realnvp.initialize(ts.model, batch, jax.random.key(1))
   _perturb(ts.model)
-  x = flows.dequantize(batch["image"], jax.random.key(2))
+  x = flow.dequantize(batch["image"], jax.random.key(2))
   assert _max_inverse_error(ts.model, x) < 1e-4
   graphdef, state = nnx.split(ts)
   step = train.compile_train_step(realnvp, graphdef).trace(

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from genjax.models import flow
+from genjax.nn import conv
 from genjax.nn import flows
 
 SHAPE = (4, 4, 2)  # a tiny NHWC input: the brute-force Jacobians are 32 x 32
@@ -18,7 +20,7 @@ _jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_le
 
 
 def _rngs(seed: int = 0) -> nnx.Rngs:
-  return flows.init_rngs(jax.random.key(seed))
+  return flow.init_rngs(jax.random.key(seed))
 
 
 def perturb(module: nnx.Module, seed: int = 0, scale: float = 0.3) -> nnx.Module:
@@ -132,10 +134,10 @@ def test_conv_same_matches_lax_convolution_and_its_gradients():
   for k, c_in, c_out in ((1, 3, 4), (3, 3, 4), (3, 8, 1), (3, 1, 8)):  # both gradient paths
     x = jnp.asarray(rng.normal(size=(2, 5, 5, c_in)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(k, k, c_in, c_out)), jnp.float32)
-    np.testing.assert_allclose(flows.conv_same(x, kernel), flows._conv(x, kernel), atol=1e-5)
+    np.testing.assert_allclose(conv.conv_same(x, kernel), conv._conv(x, kernel), atol=1e-5)
     loss = lambda conv: lambda v, w: jnp.sum(jnp.sin(conv(v, w)))  # noqa: E731
-    mine = jax.grad(loss(flows.conv_same), (0, 1))(x, kernel)
-    reference = jax.grad(loss(flows._conv), (0, 1))(x, kernel)
+    mine = jax.grad(loss(conv.conv_same), (0, 1))(x, kernel)
+    reference = jax.grad(loss(conv._conv), (0, 1))(x, kernel)
     for a, b in zip(mine, reference):
       np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
@@ -192,7 +194,7 @@ def test_two_dimensional_flow_density_integrates_to_one():
   grid = np.linspace(-half, half, n, dtype=np.float32)
   xy = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 1, 1, 2)
   z, logdet = _jit(lambda v: stack.forward(v))(jnp.asarray(xy))
-  log_p = flows.log_prob([z], logdet)
+  log_p = flow.log_prob([z], logdet)
   cell = (grid[1] - grid[0]) ** 2
   total = float(jnp.sum(jnp.exp(log_p)) * cell)
   assert abs(total - 1.0) < 0.01, total
