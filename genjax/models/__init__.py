@@ -39,6 +39,8 @@ _REGISTRY: dict[str, str] = {
     "vae": "genjax.models.vae",
     "realnvp": "genjax.models.realnvp",
     "glow": "genjax.models.glow",
+    "pixelcnn": "genjax.models.pixelcnn",
+    "gated_pixelcnn": "genjax.models.gated_pixelcnn",
 }
 
 
