@@ -32,6 +32,7 @@ import numpy as np
 
 from genjax import distributions as dist
 from genjax.models import check_image_batch
+from genjax.models import parse_fields
 
 LIKELIHOODS = ("bernoulli", "categorical")
 NUM_VALUES = 256
@@ -55,24 +56,7 @@ def parse_config(config, defaults: dict, choices: dict) -> dict:
   Raises:
     ValueError: naming the field and what is allowed.
   """
-  family = defaults["name"]
-  unknown = set(config.keys()) - set(defaults)
-  if unknown:
-    raise ValueError(f"unknown field(s) config.model.{', config.model.'.join(sorted(unknown))}"
-                     f" for {family}; known fields: {', '.join(defaults)}")
-  cfg = {k: (config.get(k) if config.get(k) is not None else v) for k, v in defaults.items()}
-  if cfg["name"] != family:
-    raise ValueError(f"config.model.name is {cfg['name']!r}, expected {family!r}")
-  for name, allowed in choices.items():
-    if cfg[name] not in allowed:
-      raise ValueError(f"config.model.{name} must be one of {', '.join(map(repr, allowed))}; "
-                       f"got {cfg[name]!r}")
-  shape = cfg["input_shape"]
-  if (shape is None or len(shape) != 3
-      or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape)):
-    raise ValueError(f"config.model.input_shape must be (H, W, C) with 3 positive ints, "
-                     f"got {shape!r}")
-  cfg["input_shape"] = tuple(int(s) for s in shape)
+  cfg = parse_fields(config, defaults, choices)
   for name, default in defaults.items():
     if not isinstance(default, int) or isinstance(default, bool):
       continue
@@ -130,22 +114,73 @@ def log_prob(logits: jax.Array, x: jax.Array, likelihood: str) -> jax.Array:
   return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), idx, axis=-1)[..., 0]
 
 
-def log_likelihood_from_logits(logits, x_BxHxWxC, likelihood: str) -> jax.Array:
-  """``log p(x) = sum_i log p(x_i | x_<i)``: float32[B] nats."""
-  lp = log_prob(logits, x_BxHxWxC, likelihood)
+def split_channels(out: jax.Array, input_shape, likelihood: str) -> jax.Array:
+  """``[..., C * K]`` network outputs to logits ``[..., C]`` (K = 1) or ``[..., C, K]``."""
+  k = num_outputs(likelihood)
+  out = out.reshape(*out.shape[:-1], input_shape[-1], k)
+  return out[..., 0] if k == 1 else out
+
+
+def conditionals(model, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
+  """The parameters of ``p(x_i | x_<i)`` at every sub-pixel (one network pass).
+
+  Args:
+    model: a pixel model: ``model(x_in, labels)`` maps inputs in [-1, 1] to logits.
+    x_BxHxWxC: uint8 images in data space (0/1 or 0..255).
+    labels: ``int32[B]`` classes, for class-conditional models only.
+
+  Returns:
+    Logits ``[B, H, W, C]`` (Bernoulli) or ``[B, H, W, C, 256]`` (categorical).
+  """
+  check_image_batch({"image": x_BxHxWxC}, model.input_shape)
+  return model(to_input(x_BxHxWxC, model.likelihood), labels)
+
+
+def _batch_conditionals(model, batch):
+  check_image_batch(batch, model.input_shape)
+  labels = None
+  if getattr(model, "num_classes", 0):
+    if "label" not in batch:
+      raise ValueError("a class-conditional model needs batch['label'] (int32[B])")
+    labels = batch["label"]
+  return conditionals(model, batch["image"], labels)
+
+
+def log_likelihood(model, batch, key: jax.Array | None = None) -> jax.Array:
+  """Exact ``log p(x) = sum_i log p(x_i | x_<i)`` in nats, ``float32[B]``.
+
+  Conditioned on ``batch["label"]`` for class-conditional models.
+
+  Args:
+    model: a pixel model.
+    batch: ``{"image": uint8[B, H, W, C], "label": int32[B]}``.
+    key: unused (the likelihood is exact); kept for the family protocol.
+
+  Returns:
+    ``float32[B]``.
+
+  References:
+    van den Oord et al., "Pixel Recurrent Neural Networks", ICML 2016 (eq. 1).
+  """
+  del key
+  lp = log_prob(_batch_conditionals(model, batch), batch["image"], model.likelihood)
   return lp.reshape(lp.shape[0], -1).sum(-1)
 
 
-def nll_loss(logits, x_BxHxWxC, likelihood: str) -> tuple[jax.Array, dict]:
-  """Mean NLL (nats/example) and metrics ``loss``, ``nll_nats``, ``bits_per_dim``."""
-  nll = -jnp.mean(log_likelihood_from_logits(logits, x_BxHxWxC, likelihood))
-  dims = math.prod(x_BxHxWxC.shape[1:])
+def loss(model, batch, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """Mean negative log-likelihood in nats per example.
+
+  Args:
+    model: a pixel model.
+    batch: ``{"image": uint8[B, H, W, C], "label": int32[B]}``.
+    key: unused (no randomness); kept for the family protocol.
+
+  Returns:
+    ``(loss, metrics)`` with metrics ``loss``, ``nll_nats`` and ``bits_per_dim``.
+  """
+  nll = -jnp.mean(log_likelihood(model, batch, key))
+  dims = math.prod(model.input_shape)
   return nll, {"loss": nll, "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2.0))}
-
-
-def check_batch(batch, input_shape, likelihood: str) -> None:
-  """`genjax.models.check_image_batch`, plus a label check for conditional models."""
-  check_image_batch(batch, input_shape, binary=likelihood == "bernoulli")
 
 
 def draw(key: jax.Array, logits: jax.Array, likelihood: str, temperature) -> jax.Array:
@@ -226,11 +261,7 @@ def sample_cached(net: CachedNet, key: jax.Array, num: int, input_shape, likelih
 
   Args:
     net: the `CachedNet` of a model (its functions close over the model).
-    key: PRNG key.
-    num: number of images (static).
-    input_shape: ``(H, W, C)``.
-    likelihood: ``"bernoulli"`` or ``"categorical"``.
-    temperature: divides the logits.
+    key, num, input_shape, likelihood, temperature: as in `sample_naive`.
 
   Returns:
     ``uint8[num, H, W, C]``.

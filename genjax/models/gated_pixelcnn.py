@@ -80,6 +80,10 @@ class GatedPixelCNN(nnx.Module):
     self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B",
                               num_groups=c, rngs=rngs)
 
+  def __call__(self, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
+    """Logits ``[B, H, W, C]`` or ``[B, H, W, C, 256]`` for inputs in [-1, 1]."""
+    return _apply(self, x_BxHxWxC, labels)
+
 
 def build(config, key: jax.Array) -> GatedPixelCNN:
   """Builds a Gated PixelCNN from ``config`` (the ``model`` block of a config).
@@ -103,9 +107,8 @@ def build(config, key: jax.Array) -> GatedPixelCNN:
     "Conditional Image Generation with PixelCNN Decoders", NeurIPS 2016.
   """
   cfg = ar.parse_config(config, _DEFAULTS, _CHOICES)
-  return GatedPixelCNN(cfg["input_shape"], cfg["likelihood"], cfg["features"],
-                       cfg["num_layers"], cfg["first_kernel_size"], cfg["kernel_size"],
-                       cfg["output_features"], cfg["num_classes"], rngs=nnx.Rngs(params=key))
+  del cfg["name"]
+  return GatedPixelCNN(**cfg, rngs=nnx.Rngs(params=key))
 
 
 check_config = ar.check_config
@@ -128,17 +131,10 @@ def _labels(model: GatedPixelCNN, labels, num: int):
 
 def _output(model, h):
   out = model.out2(jax.nn.relu(model.out1(jax.nn.relu(h))))
-  k = ar.num_outputs(model.likelihood)
-  out = out.reshape(*out.shape[:-1], model.input_shape[-1], k)
-  return out[..., 0] if k == 1 else out
+  return ar.split_channels(out, model.input_shape, model.likelihood)
 
 
-def apply(model: GatedPixelCNN, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
-  """The logits at every position for float inputs in [-1, 1] (for gradient tests).
-
-  Returns:
-    ``[B, H, W, C]`` (Bernoulli) or ``[B, H, W, C, 256]`` (categorical) logits.
-  """
+def _apply(model: GatedPixelCNN, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
   labels = _labels(model, labels, x_BxHxWxC.shape[0])
   v = h = x_BxHxWxC
   for layer in model.layers:
@@ -151,53 +147,9 @@ def apply(model: GatedPixelCNN, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
   return _output(model, h)
 
 
-def conditionals(model: GatedPixelCNN, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
-  """The parameters of ``p(x_i | x_<i, y)`` at every sub-pixel (one network pass).
-
-  Args:
-    model: a `GatedPixelCNN`.
-    x_BxHxWxC: uint8 images in data space (0/1 or 0..255).
-    labels: ``int32[B]`` classes, for a class-conditional model only.
-
-  Returns:
-    Logits ``[B, H, W, C]`` (Bernoulli) or ``[B, H, W, C, 256]`` (categorical).
-  """
-  ar.check_batch({"image": x_BxHxWxC}, model.input_shape, model.likelihood)
-  return apply(model, ar.to_input(x_BxHxWxC, model.likelihood), labels)
-
-
-def _batch_labels(model, batch):
-  if model.num_classes and "label" not in batch:
-    raise ValueError("a class-conditional Gated PixelCNN needs batch['label']")
-  return batch["label"] if model.num_classes else None
-
-
-def log_likelihood(model: GatedPixelCNN, batch, key: jax.Array | None = None) -> jax.Array:
-  """Exact ``log p(x | y)`` in nats, ``float32[B]`` (``y = batch["label"]`` if conditional).
-
-  Args:
-    model: a `GatedPixelCNN`.
-    batch: ``{"image": uint8[B, H, W, C], "label": int32[B]}``.
-    key: unused (the likelihood is exact); kept for the family protocol.
-
-  Returns:
-    ``float32[B]``.
-  """
-  del key
-  logits = conditionals(model, batch["image"], _batch_labels(model, batch))
-  return ar.log_likelihood_from_logits(logits, batch["image"], model.likelihood)
-
-
-def loss(model: GatedPixelCNN, batch, key: jax.Array) -> tuple[jax.Array, dict]:
-  """Mean negative log-likelihood in nats per example.
-
-  Returns:
-    ``(loss, metrics)`` with metrics ``loss``, ``nll_nats`` and ``bits_per_dim``.
-  """
-  del key
-  ar.check_batch(batch, model.input_shape, model.likelihood)
-  logits = conditionals(model, batch["image"], _batch_labels(model, batch))
-  return ar.nll_loss(logits, batch["image"], model.likelihood)
+conditionals = ar.conditionals
+log_likelihood = ar.log_likelihood
+loss = ar.loss
 
 
 def cached_net(model: GatedPixelCNN, num: int, labels=None) -> ar.CachedNet:
@@ -264,5 +216,5 @@ def sample(model: GatedPixelCNN, key: jax.Array, num: int, method: str = "cached
   if model.num_classes and labels is None:
     labels = jnp.arange(num) % model.num_classes
   labels = _labels(model, labels, num)
-  return ar.sample(lambda x: conditionals(model, x, labels), cached_net(model, num, labels),
+  return ar.sample(lambda x: ar.conditionals(model, x, labels), cached_net(model, num, labels),
                    key, num, model.input_shape, model.likelihood, method, temperature)

@@ -56,6 +56,13 @@ class PixelCNN(nnx.Module):
     self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B",
                               num_groups=c, rngs=rngs)
 
+  def __call__(self, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
+    """Logits ``[B, H, W, C]`` or ``[B, H, W, C, 256]`` for inputs in [-1, 1]."""
+    if labels is not None:
+      raise ValueError("PixelCNN is unconditional: do not pass labels "
+                       "(gated_pixelcnn with num_classes > 0 takes them)")
+    return _network(self, x_BxHxWxC, lambda _, layer, h: layer(h))
+
 
 def build(config, key: jax.Array) -> PixelCNN:
   """Builds a PixelCNN from ``config`` (the ``model`` block of an experiment config).
@@ -79,9 +86,8 @@ def build(config, key: jax.Array) -> PixelCNN:
     ICML 2016 (section 3.5 and table 1, the PixelCNN).
   """
   cfg = ar.parse_config(config, _DEFAULTS, _CHOICES)
-  return PixelCNN(cfg["input_shape"], cfg["likelihood"], cfg["features"], cfg["num_layers"],
-                  cfg["first_kernel_size"], cfg["kernel_size"], cfg["output_features"],
-                  rngs=nnx.Rngs(params=key))
+  del cfg["name"]
+  return PixelCNN(**cfg, rngs=nnx.Rngs(params=key))
 
 
 check_config = ar.check_config
@@ -97,66 +103,12 @@ def _network(model: PixelCNN, x_in, spatial):
   for l, block in enumerate(model.blocks):
     h = h + block.proj(jax.nn.relu(spatial(l + 1, block.conv, jax.nn.relu(h))))
   out = model.out2(jax.nn.relu(model.out1(jax.nn.relu(h))))
-  return _split_channels(out, model)
+  return ar.split_channels(out, model.input_shape, model.likelihood)
 
 
-def _split_channels(out, model):
-  k = ar.num_outputs(model.likelihood)
-  out = out.reshape(*out.shape[:-1], model.input_shape[-1], k)
-  return out[..., 0] if k == 1 else out
-
-
-def apply(model: PixelCNN, x_BxHxWxC: jax.Array) -> jax.Array:
-  """The logits at every position for float inputs in [-1, 1] (for gradient tests).
-
-  Returns:
-    ``[B, H, W, C]`` (Bernoulli) or ``[B, H, W, C, 256]`` (categorical) logits.
-  """
-  return _network(model, x_BxHxWxC, lambda _, layer, h: layer(h))
-
-
-def conditionals(model: PixelCNN, x_BxHxWxC: jax.Array) -> jax.Array:
-  """The parameters of ``p(x_i | x_<i)`` at every sub-pixel (one network pass).
-
-  Args:
-    model: a `PixelCNN`.
-    x_BxHxWxC: uint8 images in data space (0/1 or 0..255).
-
-  Returns:
-    Logits ``[B, H, W, C]`` (Bernoulli) or ``[B, H, W, C, 256]`` (categorical).
-  """
-  ar.check_batch({"image": x_BxHxWxC}, model.input_shape, model.likelihood)
-  return apply(model, ar.to_input(x_BxHxWxC, model.likelihood))
-
-
-def log_likelihood(model: PixelCNN, batch, key: jax.Array | None = None) -> jax.Array:
-  """Exact ``log p(x) = sum_i log p(x_i | x_<i)`` in nats, ``float32[B]``.
-
-  Args:
-    model: a `PixelCNN`.
-    batch: ``{"image": uint8[B, H, W, C], ...}``.
-    key: unused (the likelihood is exact); kept for the family protocol.
-
-  Returns:
-    ``float32[B]``.
-
-  References:
-    van den Oord et al., "Pixel Recurrent Neural Networks", ICML 2016 (eq. 1).
-  """
-  del key
-  logits = conditionals(model, batch["image"])
-  return ar.log_likelihood_from_logits(logits, batch["image"], model.likelihood)
-
-
-def loss(model: PixelCNN, batch, key: jax.Array) -> tuple[jax.Array, dict]:
-  """Mean negative log-likelihood in nats per example.
-
-  Returns:
-    ``(loss, metrics)`` with metrics ``loss``, ``nll_nats`` and ``bits_per_dim``.
-  """
-  del key
-  ar.check_batch(batch, model.input_shape, model.likelihood)
-  return ar.nll_loss(conditionals(model, batch["image"]), batch["image"], model.likelihood)
+conditionals = ar.conditionals
+log_likelihood = ar.log_likelihood
+loss = ar.loss
 
 
 def cached_net(model: PixelCNN, num: int) -> ar.CachedNet:
@@ -203,5 +155,5 @@ def sample(model: PixelCNN, key: jax.Array, num: int, method: str = "cached",
     Ramachandran et al., "Fast Generation for Convolutional Autoregressive Models",
     ICLR 2017 workshop (``method="cached"``).
   """
-  return ar.sample(lambda x: conditionals(model, x), cached_net(model, num), key, num,
+  return ar.sample(lambda x: ar.conditionals(model, x), cached_net(model, num), key, num,
                    model.input_shape, model.likelihood, method, temperature)

@@ -43,14 +43,13 @@ def _call(fn, model, *args, static=(), **kwargs):
   return wrapped(state, *args)
 
 
-def _jacobian(name, model, shape, labels=None):
+def _jacobian(model, shape, labels=None):
   """d (random projection of the logits at each sub-pixel) / d input: [HWC, HWC]."""
-  family = FAMILIES[name]
   extra = {} if labels is None else {"labels": labels}
   x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, *shape)), jnp.float32)
 
   def f(m, v):
-    logits = family.apply(m, v.reshape(1, *shape), **extra)
+    logits = m(v.reshape(1, *shape), **extra)
     if logits.ndim == 5:  # categorical: project the 256 logits
       logits = logits @ jnp.asarray(np.random.default_rng(2).normal(size=256), jnp.float32)
     return logits.reshape(-1)
@@ -79,7 +78,7 @@ def test_causality_by_gradient(name, shape, likelihood, classes):
   kw = {"num_classes": classes} if classes else {}
   # wide enough that some unit of every colour group is active (relu) everywhere
   model = _build(name, shape, likelihood, features=24, output_features=24, **kw)
-  jac = _jacobian(name, model, shape, jnp.array([1]) if classes else None)
+  jac = _jacobian(model, shape, jnp.array([1]) if classes else None)
   order = _order(shape)
   for t, (i, j, c) in enumerate(order):
     for s, (i2, j2, c2) in enumerate(order):
@@ -93,11 +92,11 @@ def test_causality_by_gradient(name, shape, likelihood, classes):
 def test_gated_pixelcnn_has_no_blind_spot_and_pixelcnn_has_one():
   shape = (5, 5, 1)
   gated = _build("gated_pixelcnn", shape, num_layers=4)
-  jac = _jacobian("gated_pixelcnn", gated, shape)
+  jac = _jacobian(gated, shape)
   assert np.all(jac[-1, :-1] != 0)  # the last pixel sees every earlier pixel
   assert jac[2 * 5 + 1, 1 * 5 + 4] != 0  # (2, 1) sees (1, 4), three columns right
   plain = _build("pixelcnn", shape, num_layers=4)
-  jac = _jacobian("pixelcnn", plain, shape)
+  jac = _jacobian(plain, shape)
   assert jac[2 * 5 + 1, 1 * 5 + 4] == 0  # the blind spot: (2, 1) cannot see (1, 4)
   assert jac[2 * 5 + 1, 0 * 5 + 3] != 0  # though it sees (0, 3): r rows up, r columns right
 
@@ -190,6 +189,10 @@ def test_class_conditioning_changes_the_likelihood_and_samples():
   assert np.all(ll != _call(lambda m, b: gated_pixelcnn.log_likelihood(m, b), model, other))
   with pytest.raises(ValueError, match="class-conditional"):
     gated_pixelcnn.conditionals(model, batch["image"])
+  with pytest.raises(ValueError, match="needs batch\['label'\]"):
+    gated_pixelcnn.loss(model, {"image": batch["image"]}, None)
+  with pytest.raises(ValueError, match="PixelCNN is unconditional"):
+    pixelcnn.conditionals(_build("pixelcnn"), batch["image"], batch["label"])
   with pytest.raises(ValueError, match="labels must be int"):
     gated_pixelcnn.sample(model, jax.random.key(0), 2, labels=jnp.zeros(3, jnp.int32))
   with pytest.raises(ValueError, match="unconditional"):
