@@ -32,6 +32,7 @@ Optional hooks, looked up with ``getattr`` by the generic training and launcher 
 from __future__ import annotations
 
 import importlib
+import numbers
 import types
 
 # name -> module path. Families are imported lazily so that importing genjax stays cheap.
@@ -39,6 +40,8 @@ _REGISTRY: dict[str, str] = {
     "vae": "genjax.models.vae",
     "realnvp": "genjax.models.realnvp",
     "glow": "genjax.models.glow",
+    "pixelcnn": "genjax.models.pixelcnn",
+    "gated_pixelcnn": "genjax.models.gated_pixelcnn",
 }
 
 
@@ -65,6 +68,46 @@ def get(name: str) -> types.ModuleType:
         f"unknown model {name!r}; known models: {', '.join(names())}. "
         "Set config.model.name to one of them.")
   return importlib.import_module(_REGISTRY[name])
+
+
+def parse_fields(config, defaults: dict, choices: dict) -> dict:
+  """Validates the fields every image family has and fills the defaults.
+
+  Checks that ``config`` (the ``model`` block, a ``ConfigDict`` or dict) names no
+  unknown field, that ``name`` is the family's, that each string field of
+  ``choices`` has an allowed value and that ``input_shape`` is ``(H, W, C)``;
+  the family then checks its own fields.
+
+  Args:
+    config: the ``model`` block.
+    defaults: every known field and its default (``defaults["name"]`` is the family).
+    choices: allowed values of the string fields.
+
+  Returns:
+    A dict of every field, with ``input_shape`` a tuple of ints.
+
+  Raises:
+    ValueError: naming the field and what is allowed.
+  """
+  family = defaults["name"]
+  unknown = set(config.keys()) - set(defaults)
+  if unknown:
+    raise ValueError(f"unknown field(s) config.model.{', config.model.'.join(sorted(unknown))} "
+                     f"for {family}; known fields: {', '.join(defaults)}")
+  cfg = {k: (config.get(k) if config.get(k) is not None else v) for k, v in defaults.items()}
+  if cfg["name"] != family:
+    raise ValueError(f"config.model.name is {cfg['name']!r}, expected {family!r}")
+  for name, allowed in choices.items():
+    if cfg[name] not in allowed:
+      raise ValueError(f"config.model.{name} must be one of {', '.join(map(repr, allowed))}; "
+                       f"got {cfg[name]!r}")
+  shape = cfg["input_shape"]
+  if (shape is None or len(shape) != 3
+      or not all(isinstance(s, numbers.Integral) and s > 0 for s in shape)):
+    raise ValueError(f"config.model.input_shape must be (H, W, C) with 3 positive ints, "
+                     f"got {shape!r}")
+  cfg["input_shape"] = tuple(int(s) for s in shape)
+  return cfg
 
 
 def check_image_batch(batch, input_shape, *, binary: bool | None = None) -> None:

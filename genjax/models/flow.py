@@ -32,6 +32,7 @@ from flax import nnx
 
 from genjax import distributions as dist
 from genjax.models import check_image_batch
+from genjax.models import parse_fields
 from genjax.nn import flows
 
 TEMPERATURES = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -63,23 +64,7 @@ def parse_config(config, defaults: dict, choices: dict) -> dict:
       H and W by 2).
   """
   family = defaults["name"]
-  unknown = set(config.keys()) - set(defaults)
-  if unknown:
-    raise ValueError(f"unknown field(s) config.model.{', config.model.'.join(sorted(unknown))} "
-                     f"for {family}; known fields: {', '.join(defaults)}")
-  cfg = {k: (config.get(k) if config.get(k) is not None else v) for k, v in defaults.items()}
-  if cfg["name"] != family:
-    raise ValueError(f"config.model.name is {cfg['name']!r}, expected {family!r}")
-  for name, allowed in choices.items():
-    if cfg[name] not in allowed:
-      raise ValueError(f"config.model.{name} must be one of {', '.join(map(repr, allowed))}; "
-                       f"got {cfg[name]!r}")
-  shape = cfg["input_shape"]
-  if (shape is None or len(shape) != 3
-      or not all(isinstance(s, (int, np.integer)) and s > 0 for s in shape)):
-    raise ValueError(f"config.model.input_shape must be (H, W, C) with 3 positive ints, "
-                     f"got {shape!r}")
-  cfg["input_shape"] = tuple(int(s) for s in shape)
+  cfg = parse_fields(config, defaults, choices)
   for name in ("num_levels", "num_steps", "hidden", "num_blocks"):
     value = cfg[name]
     minimum = 0 if name == "num_blocks" else 1
