@@ -14,16 +14,16 @@ Variants:
           checkerboard at 14x14x2, channel-wise at 7x7x8, split to 7x7x4, final
           checkerboard steps at 7x7x4; 3 scales would need a side divisible by 8 and
           are refused. 2 steps (4 couplings) per block, 20 couplings in all, each
-          conditioner conv3x3-conv1x1 of width 48 with one 3x3 ResBlock (0.95M
-          parameters). Step time at batch 64: 1.13 s measured with the 2 cores
-          shared (load ~6); estimated ~0.7 s on an idle machine, so the 6000 steps
-          (6.4 epochs) take 1.2-2 hours. Expected: about 1.3-1.45 bits/dim on the test
-          split (an estimate from the Glow calibration below, not a measurement):
+          conditioner conv3x3-conv1x1 of width 48 with one 3x3 ResBlock (948,432
+          parameters). Adam 1e-3, 200 warm-up steps, cosine decay, batch 16,
+          16,000 steps (4.3 epochs):
             python -m experiments.main --config=experiments/configs/realnvp.py:mnist \
                 --workdir=runs/realnvp_mnist
             python -m experiments.evaluate --workdir=runs/realnvp_mnist
             python -m experiments.sample --workdir=runs/realnvp_mnist
-          Result: not run yet (fill in bits/dim, hardware and wall time).
+          Result: 1.2091 bits/dim (657.06 nats) on the full 10,000-image test split
+          (1.2887 at step 8000), 72.6 min wall on a 2-core AMD EPYC CPU (jax 0.10.2),
+          sharing it with the glow:mnist run (one core each, 3.4 steps/s).
   The step time of any variant: python -m experiments.inspect \
       --config=experiments/configs/realnvp.py:mnist --time_steps=10
 """
