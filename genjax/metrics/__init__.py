@@ -1,0 +1,1 @@
+"""Offline sample-quality metrics: FID, KID and precision/recall (placeholder)."""
