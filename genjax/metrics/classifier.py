@@ -9,10 +9,12 @@ runs, not with Inception-based FIDs in papers.
 
 The recipe (`RECIPE`): a 3x3 conv stack 32 -> 64 (stride 2) -> 128 (stride 2),
 a dense layer of 128 units (the features) and a linear read-out to 10 classes;
-Adam, learning rate 1e-3 with cosine decay, batch 128, 3 epochs of the 60,000
+Adam, learning rate 1e-3 with cosine decay, batch 64, 3 epochs of the 60,000
 8-bit MNIST training images scaled to [0, 1], seed 0, no augmentation.
-Measured (2-core AMD EPYC CPU shared with another job, run at nice 19,
-jax 0.10.2): test accuracy 99.13% after 184 s of training.
+Measured (2-core AMD EPYC CPU shared with another training job, run at nice
+19, jax 0.10.2): test accuracy 99.19% after 163 s of training (2,811 steps).
+(Batch 128 gave 99.01% in 3 epochs and 99.08% in 5.) The result is
+deterministic on one platform; other platforms may differ in the last digit.
 
 The trained network is cached under ``genjax.data.data_dir()`` in
 ``feature_networks/<name>/`` after its first use (training takes minutes on a
@@ -51,7 +53,7 @@ class Recipe:
   channels: tuple[int, ...] = (32, 64, 128)
   features: int = 128
   epochs: float = 3.0
-  batch_size: int = 128
+  batch_size: int = 64
   learning_rate: float = 1e-3
   seed: int = 0
 
@@ -220,6 +222,9 @@ def load(directory: str | os.PathLike[str], recipe: Recipe = RECIPE
                      "delete it to retrain")
   params = jax.tree.unflatten(treedef, [jnp.asarray(a) for a in arrays])
   info = json.loads((directory / _INFO).read_text())
+  if info.get("recipe") != json.loads(json.dumps(dataclasses.asdict(recipe))):
+    raise ValueError(f"{directory} holds a classifier trained with another recipe "
+                     f"({info.get('recipe')}); delete the directory to retrain it")
   return nnx.merge(graphdef, params, rest), info
 
 
