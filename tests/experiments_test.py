@@ -243,8 +243,8 @@ def gan_trained(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp("gan_run")
   first = _run(["experiments.main", f"--config={GAN_CONFIG}:smoke",
                 f"--workdir={workdir}"], data_dir)
-  second = _run(["experiments.main", f"--workdir={workdir}", "--config.total_steps=30"],
-                data_dir)
+  second = _run(["experiments.main", f"--config={GAN_CONFIG}:smoke",
+                 f"--workdir={workdir}", "--config.total_steps=30"], data_dir)
   return types.SimpleNamespace(workdir=workdir, first=first, second=second)
 
 

@@ -65,17 +65,17 @@ class Generator(nnx.Module):
     self.ups = nnx.List([nnx.ConvTranspose(i, o, (4, 4), strides=(2, 2), padding="SAME",
                                            kernel_init=nn.kernel_init(), rngs=rngs)
                          for i, o in zip(ins, outs)])
-    norms = (self.base_shape[-1],) + outs
-    self.norms = nnx.List([nnx.GroupNorm(f, num_groups=1, rngs=rngs) if norm == "layer"
-                           else None for f in norms])
+    widths = (self.base_shape[-1],) + outs  # before each upsampling, and at the end
+    self.norms = (nnx.List([nnx.GroupNorm(f, num_groups=1, rngs=rngs) for f in widths])
+                  if norm == "layer" else None)
     self.out = nn.conv(channels[0], c, 3, rngs=rngs)
 
   def __call__(self, z_BxL: jax.Array, y_B: jax.Array | None = None) -> jax.Array:
     if self.num_classes:
       z_BxL = jnp.concatenate([z_BxL, jax.nn.one_hot(y_B, self.num_classes)], -1)
     h = self.inp(z_BxL).reshape(-1, *self.base_shape)
-    for i, norm in enumerate(self.norms):
-      h = jax.nn.relu(h if norm is None else norm(h))
+    for i in range(len(self.ups) + 1):
+      h = jax.nn.relu(h if self.norms is None else self.norms[i](h))
       if i < len(self.ups):
         h = self.ups[i](h)
     return jnp.tanh(self.out(nn.crop(h, *self.input_shape[:2])))
@@ -119,8 +119,9 @@ class DCGAN(nnx.Module):
                                cfg["g_norm"], cfg["num_classes"], rngs=rngs)
     self.discriminator = Discriminator(cfg["input_shape"], cfg["d_channels"],
                                        cfg["num_classes"], cfg["spectral_norm"], rngs=rngs)
-    self.ema_generator = nnx.map(
-        lambda _, v: EMAWeight(jnp.copy(v[...])) if isinstance(v, nnx.Param) else v, self.generator)
+    self.ema_generator = nnx.map(  # a copy whose weights are EMAWeight variables
+        lambda _, v: EMAWeight(jnp.copy(v[...])) if isinstance(v, nnx.Param) else v,
+        self.generator)
 
 
 def _check(ok: bool, name: str, want: str, value) -> None:
