@@ -117,8 +117,8 @@ def main(argv):
       experiment.train(config, workdir)
     except experiment.NonFiniteLossError as e:
       diverged = str(e)
-    train_rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()
-                  if l and "wall_seconds" in l]
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    train_rows = [json.loads(l) for l in lines if l and "wall_seconds" in l]
     wall = train_rows[-1]["wall_seconds"] if train_rows else time.time() - t0
     row = {**_model_quality(workdir, _NUM.value), "seed": seed,
            "train_minutes": wall / 60, "calibrated_step_seconds": step_s,

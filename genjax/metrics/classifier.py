@@ -233,7 +233,8 @@ def _cached(directory: pathlib.Path, recipe: Recipe, mnist_dir) -> tuple[Classif
   from genjax.data import pipeline  # pylint: disable=g-import-not-at-top
   if not (directory / _FILE).is_file():
     directory.mkdir(parents=True, exist_ok=True)
-    with pipeline._file_lock(directory.parent / f".{recipe.name}.lock"):  # pylint: disable=protected-access
+    lock = directory.parent / f".{recipe.name}.lock"
+    with pipeline._file_lock(lock):  # pylint: disable=protected-access
       if not (directory / _FILE).is_file():  # another process may have done it
         print(f"genjax.metrics: training the {recipe.name} feature network once "
               f"(a few CPU minutes); it is cached in {directory}", file=sys.stderr,

@@ -39,7 +39,8 @@ def to_features(x, *, network=None, data_dir=None, mnist_dir=None,
   if x.ndim == 2:
     return x
   if x.ndim != 4:
-    raise ValueError(f"expected images [N, H, W, C] or features [N, F]; got shape {x.shape}")
+    raise ValueError(
+        f"expected images [N, H, W, C] or features [N, F]; got shape {x.shape}")
   if x.dtype != np.uint8:
     raise TypeError(f"images must be uint8 0..255 (binarized 0/1 images times 255); "
                     f"got {x.dtype}")
@@ -167,7 +168,8 @@ def _blocks(fn, rows, *args) -> np.ndarray:
 def _manifold_coverage(support, queries, k: int) -> float:
   """The fraction of ``queries`` inside the k-NN balls of ``support``."""
   radii = _blocks(_kth_distances, support, jnp.asarray(support), k)
-  return float(np.mean(_blocks(_covered, queries, jnp.asarray(support), jnp.asarray(radii))))
+  inside = _blocks(_covered, queries, jnp.asarray(support), jnp.asarray(radii))
+  return float(np.mean(inside))
 
 
 def precision_recall(real, fake, *, k: int = 3, **kwargs) -> tuple[float, float]:

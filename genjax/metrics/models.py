@@ -28,8 +28,8 @@ def draw_samples(family: types.ModuleType, model: nnx.Module, key: jax.Array,
   """
   graphdef, state = nnx.split(model)
   size = min(batch_size, num)
-  out = [np.asarray(_sample(family.sample, graphdef, state, jax.random.fold_in(key, i), size))
-         for i in range(-(-num // size))]
+  out = [np.asarray(_sample(family.sample, graphdef, state, jax.random.fold_in(key, i),
+                            size)) for i in range(-(-num // size))]
   return np.concatenate(out)[:num]
 
 

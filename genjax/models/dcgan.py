@@ -338,7 +338,8 @@ def update(model: DCGAN, opt: dict, batch, key: jax.Array) -> dict[str, jax.Arra
         lambda d: d_loss(model, d, x_real, x_fake, y_i, k_gp))
     d_metrics.append({"d_loss": loss, **aux, **{f"d_{k}": v for k, v in norms.items()}})
   metrics = {k: jnp.mean(jnp.stack([m[k] for m in d_metrics])) for k in d_metrics[0]}
-  z = jax.random.normal(jax.random.fold_in(key, model.d_steps), (x.shape[0], model.latent_dim))
+  k_g = jax.random.fold_in(key, model.d_steps)
+  z = jax.random.normal(k_g, (x.shape[0], model.latent_dim))
   loss, _, norms = train_lib.gradient_step(
       model.generator, opt["generator"],
       lambda g: (g_loss(model, model.discriminator, g(z, y), y), {}))

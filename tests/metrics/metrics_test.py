@@ -100,8 +100,9 @@ def test_feature_network_is_trained_once_and_cached(mnist_test, data_dir):
   assert info["recipe"]["name"] == "tiny_test_recipe" and 0 <= info["test_accuracy"] <= 1
 
 
-@pytest.mark.skipif(os.environ.get("GENJAX_SLOW_TESTS") != "1",
-                    reason="slow (trains the MNIST classifier, minutes): set GENJAX_SLOW_TESTS=1")
+@pytest.mark.skipif(
+    os.environ.get("GENJAX_SLOW_TESTS") != "1",
+    reason="slow (trains the MNIST classifier, minutes): set GENJAX_SLOW_TESTS=1")
 def test_trained_classifier_reaches_99_percent_and_separates_mnist_from_noise(
     mnist_test, data_dir):
   net = classifier.feature_network((28, 28, 1), data_dir=data_dir)

@@ -108,7 +108,8 @@ def test_r1_penalty_is_the_squared_input_gradient():
   x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (3, *SHAPE)), jnp.float32)
   g = jax.vmap(jax.grad(lambda xi: model.discriminator(xi[None])[0]))(x)
   want = float(jnp.mean(jnp.sum(g.reshape(3, -1) ** 2, -1)))
-  assert float(dcgan.r1_penalty(model.discriminator, x, None)) == pytest.approx(want, rel=1e-5)
+  got = float(dcgan.r1_penalty(model.discriminator, x, None))
+  assert got == pytest.approx(want, rel=1e-5)
 
 
 @pytest.mark.parametrize("loss", ["non_saturating", "hinge", "wgan_gp"])
@@ -143,7 +144,8 @@ def test_each_player_moves_only_through_its_own_optimizer(frozen):
          "d_lr": 0.0 if frozen == "discriminator" else 1e-2}
   before, after, _ = _one_step(_config(), _opt(**lrs))
   moving = "discriminator" if frozen == "generator" else "generator"
-  for a, b in zip(_params(getattr(before.model, frozen)), _params(getattr(after.model, frozen))):
+  old, new = _params(getattr(before.model, frozen)), _params(getattr(after.model, frozen))
+  for a, b in zip(old, new, strict=True):
     np.testing.assert_array_equal(a, b)
   assert any(not np.allclose(a, b) for a, b in zip(
       _params(getattr(before.model, moving)), _params(getattr(after.model, moving))))
