@@ -61,7 +61,7 @@ def test_conditional_sample_and_projection():
   model = dcgan.build(_config(num_classes=10, spectral_norm=True), jax.random.key(0))
   x = dcgan.sample(model, jax.random.key(1), 4, labels=jnp.array([0, 1, 2, 3]))
   assert x.shape == (4, *SHAPE)
-  xs = jnp.zeros((2, *SHAPE))
+  xs = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, *SHAPE)), jnp.float32)
   a = model.discriminator(xs, jnp.array([0, 0]))
   b = model.discriminator(xs, jnp.array([1, 1]))
   assert not np.allclose(a, b)  # the projection term depends on the label
