@@ -57,15 +57,19 @@ def _rows(workdir):
   return [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _train_and_resume(config_path, workdir, data_dir):
+  """The smoke variant through the CLI, then resumed to 30 steps through the CLI."""
+  first = _run(["experiments.main", f"--config={config_path}:smoke",
+                f"--workdir={workdir}"], data_dir)
+  second = _run(["experiments.main", f"--config={config_path}:smoke",
+                 f"--workdir={workdir}", "--config.total_steps=30"], data_dir)
+  return types.SimpleNamespace(workdir=workdir, first=first, second=second)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, data_dir):
   """One smoke run through the CLI, then resumed to 30 steps through the CLI."""
-  workdir = tmp_path_factory.mktemp("run")
-  first = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
-                f"--workdir={workdir}"], data_dir)
-  second = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
-                 f"--workdir={workdir}", "--config.total_steps=30"], data_dir)
-  return types.SimpleNamespace(workdir=workdir, first=first, second=second)
+  return _train_and_resume(VAE_CONFIG, tmp_path_factory.mktemp("run"), data_dir)
 
 
 def test_train_writes_metrics_samples_checkpoints_and_events(trained):
@@ -239,13 +243,8 @@ GAN_CONFIG = "experiments/configs/dcgan.py"
 
 @pytest.fixture(scope="module")
 def gan_trained(tmp_path_factory, data_dir):
-  """The DCGAN smoke run through the CLI, resumed to 30 steps, then evaluated."""
-  workdir = tmp_path_factory.mktemp("gan_run")
-  first = _run(["experiments.main", f"--config={GAN_CONFIG}:smoke",
-                f"--workdir={workdir}"], data_dir)
-  second = _run(["experiments.main", f"--config={GAN_CONFIG}:smoke",
-                 f"--workdir={workdir}", "--config.total_steps=30"], data_dir)
-  return types.SimpleNamespace(workdir=workdir, first=first, second=second)
+  """The DCGAN smoke run through the CLI, then resumed to 30 steps."""
+  return _train_and_resume(GAN_CONFIG, tmp_path_factory.mktemp("gan_run"), data_dir)
 
 
 def test_gan_trains_resumes_and_logs_both_players(gan_trained):
