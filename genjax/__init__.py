@@ -11,7 +11,7 @@ Modules: ``models`` (registry and families), ``data`` (TFDS builders read throug
 grain), ``distributions`` and ``nn`` (shared pieces), ``train`` (the compiled,
 data-parallel train step), ``experiment`` (train/evaluate/sample over a work
 directory), ``inspection`` (cost, memory and IR of compiled functions),
-``checkpoint`` and ``images``.
+``checkpoint``, ``images`` and ``metrics`` (FID, KID, precision/recall).
 """
 
 from genjax import models
@@ -25,6 +25,7 @@ def __getattr__(name):
   # The data stack (TFDS, grain) and the runners import lazily: `import genjax`
   # for the pure model functions stays fast.
   import importlib  # pylint: disable=g-import-not-at-top
-  if name in ("data", "experiment", "checkpoint", "images", "distributions", "nn"):
+  if name in ("data", "experiment", "checkpoint", "images", "distributions", "nn",
+              "metrics"):
     return importlib.import_module(f"genjax.{name}")
   raise AttributeError(f"module 'genjax' has no attribute {name!r}")

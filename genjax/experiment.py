@@ -197,9 +197,15 @@ def jit_model_fn(fn: Callable, static_argnames: Iterable[str] = ()) -> Callable:
 def _eval_fns(family: types.ModuleType, ll_items: tuple) -> tuple[Callable, Callable | None]:
   """Jitted log-likelihood and eval-metrics functions, made once per family."""
   ll_kwargs = dict(ll_items)
-  ll_fn = jit_model_fn(lambda m, b, k: family.log_likelihood(m, b, k, **ll_kwargs))
+  ll_fn = (jit_model_fn(lambda m, b, k: family.log_likelihood(m, b, k, **ll_kwargs))
+           if has_likelihood(family) else None)
   extra = getattr(family, "eval_metrics", None)
   return ll_fn, (jit_model_fn(extra) if extra is not None else None)
+
+
+def has_likelihood(family: types.ModuleType) -> bool:
+  """Whether the family defines ``log_likelihood`` (a GAN's ``LIKELIHOOD`` is None)."""
+  return getattr(family, "LIKELIHOOD", "exact") is not None
 
 
 def evaluate_model(family: types.ModuleType, model: nnx.Module,
@@ -209,8 +215,9 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
   """Mean log-likelihood and the family's ``eval_metrics`` over ``batches``.
 
   Returns:
-    ``nll_nats`` (per example), ``bits_per_dim`` (``nll / (D ln 2)``), the mean of
-    every ``eval_metrics`` entry, and ``num_examples``.
+    ``nll_nats`` (per example) and ``bits_per_dim`` (``nll / (D ln 2)``) for
+    families with a likelihood, the mean of every ``eval_metrics`` entry, and
+    ``num_examples``.
   """
   graphdef, state = nnx.split(model)
   ll_fn, extra_fn = _eval_fns(family, tuple(sorted((ll_kwargs or {}).items())))
@@ -220,24 +227,27 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
   for i, batch in enumerate(batches):
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     bkey = jax.random.fold_in(key, i)
-    ll = np.asarray(ll_fn(graphdef, state, batch, bkey), np.float64)
-    sums["ll"] = sums.get("ll", 0.0) + float(ll.sum())
+    if ll_fn is not None:
+      ll = np.asarray(ll_fn(graphdef, state, batch, bkey), np.float64)
+      sums["ll"] = sums.get("ll", 0.0) + float(ll.sum())
     if extra_fn is not None:
       for k, v in extra_fn(graphdef, state, batch, jax.random.fold_in(bkey, 1)).items():
         sums[k] = sums.get(k, 0.0) + float(np.asarray(v, np.float64).sum())
-    count += ll.shape[0]
+    count += batch["image"].shape[0]
     if progress:
       done = i + 1
       rate = count / max(time.time() - start, 1e-9)
       eta = ((num_batches - done) * (time.time() - start) / done
              if num_batches else float("nan"))
+      nll = f"nll {-sums['ll'] / count:.3f} nats | " if "ll" in sums else ""
       _log(f"  eval batch {done}/{num_batches or '?'} | {count} examples | "
-           f"nll {-sums['ll'] / count:.3f} nats | {rate:.1f} ex/s | ETA {_fmt_time(eta)}")
+           f"{nll}{rate:.1f} ex/s | ETA {_fmt_time(eta)}")
   if count == 0:
     raise ValueError("evaluation saw no examples")
-  dims = int(np.prod(model.input_shape))
-  out = {"nll_nats": -sums.pop("ll") / count}
-  out["bits_per_dim"] = out["nll_nats"] / (dims * math.log(2))
+  out = {}
+  if "ll" in sums:
+    out["nll_nats"] = -sums.pop("ll") / count
+    out["bits_per_dim"] = out["nll_nats"] / (math.prod(model.input_shape) * math.log(2))
   out.update({k: v / count for k, v in sums.items()})
   out["num_examples"] = count
   return out
@@ -431,7 +441,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
           row.update(steps_per_sec=rate, examples_per_sec=rate * config.batch_size,
                      wall_seconds=now - t_start)
           writer.write(step, row)
-          _log(f"step {step}/{config.total_steps} | loss {row['loss']:.4f} | "
+          losses = "".join(f"{k} {v:.4f} | " for k, v in row.items()
+                           if k == "loss" or k.endswith("_loss"))
+          _log(f"step {step}/{config.total_steps} | {losses}"
                f"{rate:.1f} steps/s | {rate * config.batch_size:.0f} ex/s | "
                f"elapsed {_fmt_time(now - t_start)} | "
                f"ETA {_fmt_time((config.total_steps - step) / rate)}")
@@ -540,7 +552,8 @@ def restore_model(workdir: str | pathlib.Path, step: int | None = None):
 
 def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
              split: str = "test", batch_size: int | None = None,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, sample_metrics: bool | None = None,
+             num_metric_samples: int = 10_000, feature_network=None) -> dict[str, Any]:
   """Evaluates the newest checkpoint on ``split``; writes ``workdir/eval.json``.
 
   Args:
@@ -550,21 +563,30 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
     split: the data split.
     batch_size: examples per evaluation batch (default ``config.eval_batch_size``).
     seed: seed of the evaluation's randomness.
+    sample_metrics: compute FID, KID, precision and recall of model samples
+      against ``split`` (`genjax.metrics`); None (default) does so where a feature
+      network exists for the data's shape (28x28x1, MNIST) and records why not
+      otherwise.
+    num_metric_samples: samples drawn for them (at most the split's size).
+    feature_network: the network of the sample metrics (default genjax's
+      trained MNIST classifier, trained and cached on first use).
 
   Returns:
     The dict written to ``eval.json``.
   """
+  from genjax import metrics  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
   ll_kwargs = {}
   params = inspect.signature(family.log_likelihood).parameters
-  if "num_samples" in params:
+  if "num_samples" in params and has_likelihood(family):
     ll_kwargs["num_samples"] = int(num_samples)
   batch_size = batch_size or config.eval_batch_size
   n = data_lib.info(config.data.name)["splits"][split]
   num_batches = -(-n // batch_size)
+  kind = (ll_kwargs or "exact likelihood") if has_likelihood(family) else "no likelihood"
   _log(f"genjax: evaluating {config.model.name} step {step} on {config.data.name}/"
-       f"{split} ({n} examples, {ll_kwargs or 'exact likelihood'})")
+       f"{split} ({n} examples, {kind})")
   t0 = time.time()
   result = evaluate_model(family, model, _eval_batches(config, split, batch_size),
                           jax.random.key(seed), ll_kwargs=ll_kwargs, progress=True,
@@ -573,6 +595,24 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
          "view": config.data.view, "step": step, **result, **ll_kwargs,
          "likelihood": getattr(family, "LIKELIHOOD", "exact"),
          "seconds": time.time() - t0, "device": jax.devices()[0].device_kind}
+  shape = tuple(config.model.input_shape)
+  if sample_metrics is None:
+    sample_metrics = feature_network is not None or metrics.has_feature_network(shape)
+  if sample_metrics:
+    _log(f"genjax: FID, KID, precision and recall of {num_metric_samples} samples")
+    real = np.concatenate([b["image"] for b in _eval_batches(config, split, batch_size)])
+    out.update(metrics.models.evaluate_samples(
+        family, model, real, num=num_metric_samples,
+        key=jax.random.fold_in(jax.random.key(seed), 1),
+        binary=config.data.view == "binarized", batch_size=batch_size,
+        network=feature_network, **_data_kwargs(config)))
+    out["feature_network"] = ("given" if feature_network is not None else
+                              metrics.classifier.RECIPE.name)
+  else:
+    out["sample_metrics"] = (
+        f"not computed: genjax has a feature network for {metrics.classifier.MNIST_SHAPE} "
+        f"images only, these are {shape}" if not metrics.has_feature_network(shape)
+        else "not computed (sample_metrics=False)")
   if config.data.view == "binarized":
     out["binarization"] = (f"dynamic (fresh Bernoulli draw per example per epoch) in "
                            f"training; fixed-seed draw (seed {config.seed}) of the "

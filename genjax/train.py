@@ -128,27 +128,44 @@ def global_norm(tree) -> jax.Array:
   return optax.global_norm(jax.tree.leaves(tree))
 
 
+def gradient_step(module: nnx.Module, opt: nnx.Optimizer,
+                  loss_fn: Callable[[nnx.Module], tuple[jax.Array, Metrics]]
+                  ) -> tuple[jax.Array, Metrics, Metrics]:
+  """One optimizer step of ``opt`` on the parameters of ``module``, in place.
+
+  The building block of every ``update``: the default one applies it once to the
+  whole model, a GAN once per player (each player with its own optimizer).
+
+  Args:
+    module: the NNX module whose ``nnx.Param`` leaves ``opt`` updates.
+    opt: an ``nnx.Optimizer`` made for ``module``.
+    loss_fn: ``module -> (loss, aux)``; differentiated with respect to the
+      parameters of ``module`` only.
+
+  Returns:
+    ``(loss, aux, norms)``; ``norms`` holds ``grad_norm``, ``param_norm`` and
+    ``update_norm`` (the L2 norm of the parameter change).
+  """
+  (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(module)
+  # the arrays, not the variables: opt.update changes the variables in place
+  before = jax.tree.leaves(nnx.state(module, nnx.Param))
+  opt.update(module, grads)
+  after = jax.tree.leaves(nnx.state(module, nnx.Param))
+  norms = {"grad_norm": global_norm(grads), "param_norm": global_norm(after),
+           "update_norm": global_norm([a - b for a, b in zip(after, before)])}
+  return loss, aux, norms
+
+
 def default_update(family: types.ModuleType, model: nnx.Module,
                    opt: nnx.Optimizer, batch: Batch, key: jax.Array) -> Metrics:
   """One gradient step on ``family.loss``, in place; the default ``update`` hook.
 
   Returns the family's metrics plus ``grad_norm``, ``param_norm`` and
-  ``update_norm`` (the L2 norm of the parameter change).
+  ``update_norm`` (see `gradient_step`).
   """
-  def loss_fn(m):
-    return family.loss(m, batch, key)
-
-  (loss, metrics), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
-  # the arrays, not the variables: opt.update changes the variables in place
-  before = jax.tree.leaves(nnx.state(model, nnx.Param))
-  opt.update(model, grads)
-  after = jax.tree.leaves(nnx.state(model, nnx.Param))
-  metrics = dict(metrics)
-  metrics["loss"] = loss
-  metrics["grad_norm"] = global_norm(grads)
-  metrics["param_norm"] = global_norm(after)
-  metrics["update_norm"] = global_norm([a - b for a, b in zip(after, before)])
-  return metrics
+  loss, metrics, norms = gradient_step(
+      model, opt, lambda m: family.loss(m, batch, key))
+  return {**metrics, "loss": loss, **norms}
 
 
 def make_train_step(family: types.ModuleType, graphdef: nnx.GraphDef

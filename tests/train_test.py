@@ -76,10 +76,16 @@ def test_four_fake_devices_are_available():
   assert len(jax.devices()) >= 4, "tests/conftest.py sets JAX_NUM_CPU_DEVICES=4"
 
 
-@pytest.mark.parametrize("family_name", ["toy", "vae"])
+@pytest.mark.parametrize("family_name", ["toy", "vae", "dcgan"])
 def test_sharded_step_equals_single_device_step(family_name):
   if family_name == "toy":
     family, config, batches = _toy_family(), None, [_batch(8, seed=s) for s in range(3)]
+  elif family_name == "dcgan":  # two players, two optimizers, two discriminator steps
+    family = models.get("dcgan")
+    config = ml_collections.ConfigDict(dict(
+        name="dcgan", input_shape=(2, 2, 1), latent_dim=4, g_channels=(8,),
+        d_channels=(8,), d_steps=2, loss="wgan_gp", num_classes=10))
+    batches = [_batch(8, seed=s) for s in range(3)]
   else:
     family = models.get("vae")
     config = ml_collections.ConfigDict(dict(

@@ -26,6 +26,8 @@ Optional hooks, looked up with ``getattr`` by the generic training and launcher 
   numbers for ``experiments.evaluate`` (e.g. the VAE's ELBO terms).
 * ``visualizations(model, key, batch) -> dict[str, uint8[N, H, W, C]]``: extra image
   sets that ``experiments.sample`` writes as PNG grids.
+* ``LIKELIHOOD``: a string describing ``log_likelihood`` (default exact), or None
+  for a family without one (a GAN): evaluation then reports sample metrics only.
 * ``forward`` / ``inverse`` (flows) and ``conditionals`` (autoregressive models).
 """
 
@@ -42,6 +44,7 @@ _REGISTRY: dict[str, str] = {
     "glow": "genjax.models.glow",
     "pixelcnn": "genjax.models.pixelcnn",
     "gated_pixelcnn": "genjax.models.gated_pixelcnn",
+    "dcgan": "genjax.models.dcgan",
 }
 
 
