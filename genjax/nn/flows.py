@@ -12,7 +12,7 @@ prior) and the input maps `preprocess` / `postprocess` (logit or centring). A
 `FlowStack` holds K identical `FlowStep`s with stacked parameters (created with
 ``nnx.vmap``) and runs them in one ``lax.scan`` carrying ``(x, logdet)``, so that
 compile time does not grow with K. The couplings' conditioner is
-`genjax.nn.conv.ConvResNet`; the protocol the flow families share (likelihood,
+`genjax.nn.conditioner.ConvResNet`; the protocol the flow families share (likelihood,
 sampling, initialisation) is `genjax.models.flow`.
 
 References:
@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from genjax.nn.conv import Conv
-from genjax.nn.conv import ConvResNet
+from genjax.nn.conditioner import Conv
+from genjax.nn.conditioner import ConvResNet
 
 MASKS = ("checkerboard", "channel")
 COUPLINGS = ("affine", "additive")

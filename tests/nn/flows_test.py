@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from genjax.models import flow
-from genjax.nn import conv
+from genjax.nn import conditioner
 from genjax.nn import flows
 
 SHAPE = (4, 4, 2)  # a tiny NHWC input: the brute-force Jacobians are 32 x 32
@@ -134,10 +134,10 @@ def test_conv_same_matches_lax_convolution_and_its_gradients():
   for k, c_in, c_out in ((1, 3, 4), (3, 3, 4), (3, 8, 1), (3, 1, 8)):  # both gradient paths
     x = jnp.asarray(rng.normal(size=(2, 5, 5, c_in)), jnp.float32)
     kernel = jnp.asarray(rng.normal(size=(k, k, c_in, c_out)), jnp.float32)
-    np.testing.assert_allclose(conv.conv_same(x, kernel), conv._conv(x, kernel), atol=1e-5)
+    np.testing.assert_allclose(conditioner.conv_same(x, kernel), conditioner._conv(x, kernel), atol=1e-5)
     loss = lambda conv: lambda v, w: jnp.sum(jnp.sin(conv(v, w)))  # noqa: E731
-    mine = jax.grad(loss(conv.conv_same), (0, 1))(x, kernel)
-    reference = jax.grad(loss(conv._conv), (0, 1))(x, kernel)
+    mine = jax.grad(loss(conditioner.conv_same), (0, 1))(x, kernel)
+    reference = jax.grad(loss(conditioner._conv), (0, 1))(x, kernel)
     for a, b in zip(mine, reference):
       np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
