@@ -588,7 +588,8 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   _log(f"genjax: evaluating {config.model.name} step {step} on {config.data.name}/"
        f"{split} ({n} examples, {kind})")
   t0 = time.time()
-  result = evaluate_model(family, model, _eval_batches(config, split, batch_size),
+  batches = list(_eval_batches(config, split, batch_size))  # read once, used twice
+  result = evaluate_model(family, model, batches,
                           jax.random.key(seed), ll_kwargs=ll_kwargs, progress=True,
                           num_batches=num_batches)
   out = {"model": config.model.name, "dataset": config.data.name, "split": split,
@@ -600,7 +601,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
     sample_metrics = feature_network is not None or metrics.has_feature_network(shape)
   if sample_metrics:
     _log(f"genjax: FID, KID, precision and recall of {num_metric_samples} samples")
-    real = np.concatenate([b["image"] for b in _eval_batches(config, split, batch_size)])
+    real = np.concatenate([b["image"] for b in batches])
     out.update(metrics.models.evaluate_samples(
         family, model, real, num=num_metric_samples,
         key=jax.random.fold_in(jax.random.key(seed), 1),
