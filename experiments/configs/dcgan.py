@@ -43,6 +43,7 @@ def get_config(variant: str = "digits"):
   c.model.spectral_norm = False
   c.model.d_steps = 1
   c.model.ema_decay = 0.999
+  c.model.ema_warmup = True        # decay min(0.999, (1 + t) / (10 + t)) at step t
   c.model.num_classes = 0
 
   c.optimizer.learning_rate = 2e-4

@@ -42,7 +42,8 @@ PLAYERS = ("generator", "discriminator")
 _DEFAULTS = dict(name="dcgan", input_shape=None, view="8bit", latent_dim=64,
                  g_channels=(32, 64), d_channels=(32, 64), g_norm="layer",
                  loss="non_saturating", gp_weight=10.0, r1_weight=0.0,
-                 spectral_norm=False, d_steps=1, ema_decay=0.999, num_classes=0)
+                 spectral_norm=False, d_steps=1, ema_decay=0.999, ema_warmup=True,
+                 num_classes=0)
 
 
 class EMAWeight(nnx.Variable):
@@ -113,7 +114,7 @@ class DCGAN(nnx.Module):
 
   def __init__(self, cfg: dict, *, rngs: nnx.Rngs):
     for k in ("input_shape", "view", "latent_dim", "loss", "gp_weight", "r1_weight",
-              "d_steps", "ema_decay", "num_classes"):
+              "d_steps", "ema_decay", "ema_warmup", "num_classes"):
       setattr(self, k, cfg[k])
     self.generator = Generator(cfg["input_shape"], cfg["latent_dim"], cfg["g_channels"],
                                cfg["g_norm"], cfg["num_classes"], rngs=rngs)
@@ -160,7 +161,8 @@ def _settings(config) -> dict:
     _check(float(cfg[name]) >= 0, name, "a number >= 0", cfg[name])
   _check(0.0 <= float(cfg["ema_decay"]) < 1.0, "ema_decay", "in [0, 1)", cfg["ema_decay"])
   cfg.update(gp_weight=float(cfg["gp_weight"]), r1_weight=float(cfg["r1_weight"]),
-             ema_decay=float(cfg["ema_decay"]), spectral_norm=bool(cfg["spectral_norm"]))
+             ema_decay=float(cfg["ema_decay"]), spectral_norm=bool(cfg["spectral_norm"]),
+             ema_warmup=bool(cfg["ema_warmup"]))
   return cfg
 
 
@@ -175,8 +177,10 @@ def build(config, key: jax.Array) -> DCGAN:
       ``"none"``), ``loss`` (``"non_saturating"``, ``"hinge"`` or
       ``"wgan_gp"``), ``gp_weight`` (WGAN-GP's lambda), ``r1_weight`` (gamma of
       the R1 penalty, 0 disables), ``spectral_norm`` (discriminator),
-      ``d_steps`` (discriminator steps per generator step), ``ema_decay`` and
-      ``num_classes`` (0: unconditional; else a class-conditional generator and
+      ``d_steps`` (discriminator steps per generator step), ``ema_decay``,
+      ``ema_warmup`` (ramp the decay up as ``min(ema_decay, (1 + t) / (10 + t))``
+      after ``t`` generator updates, so that early samples are not dominated by
+      the random initial weights) and ``num_classes`` (0: unconditional; else a class-conditional generator and
       a projection discriminator).
     key: PRNG key of the initialisation.
 
@@ -300,13 +304,35 @@ def g_loss(model: DCGAN, disc, x_fake, y) -> jax.Array:
   return jnp.mean(jax.nn.softplus(-d_fake) if model.loss == "non_saturating" else -d_fake)
 
 
-def ema_update(model: DCGAN) -> None:
-  """``ema <- decay * ema + (1 - decay) * generator``, in place."""
+def ema_decay_at(model: DCGAN, step: jax.Array) -> jax.Array:
+  """The decay of the ``step``-th update: ``min(ema_decay, (1 + t) / (10 + t))``.
+
+  Without the warm-up (``ema_warmup=False``) it is ``ema_decay`` throughout; with
+  0.999, the initial random weights would then still hold 0.999^750 = 47 % of the
+  average after 750 generator steps.
+
+  References:
+    The ``num_updates`` rule of TensorFlow's ``ExponentialMovingAverage``.
+  """
+  if not model.ema_warmup:
+    return jnp.asarray(model.ema_decay, jnp.float32)
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(model.ema_decay, (1.0 + t) / (10.0 + t))
+
+
+def ema_update(model: DCGAN, step: jax.Array) -> None:
+  """``ema <- d * ema + (1 - d) * generator`` in place, ``d = ema_decay_at(model, step)``.
+
+  Args:
+    model: the `DCGAN`.
+    step: generator updates made so far, this one included.
+  """
+  decay = ema_decay_at(model, step)
   is_var = lambda x: isinstance(x, nnx.Variable)
   ema = jax.tree.leaves(nnx.state(model.ema_generator, EMAWeight), is_leaf=is_var)
   new = jax.tree.leaves(nnx.state(model.generator, nnx.Param), is_leaf=is_var)
   for e, p in zip(ema, new, strict=True):
-    e[...] = model.ema_decay * e[...] + (1.0 - model.ema_decay) * p[...]
+    e[...] = decay * e[...] + (1.0 - decay) * p[...]
 
 
 def update(model: DCGAN, opt: dict, batch, key: jax.Array) -> dict[str, jax.Array]:
@@ -343,7 +369,7 @@ def update(model: DCGAN, opt: dict, batch, key: jax.Array) -> dict[str, jax.Arra
   loss, _, norms = train_lib.gradient_step(
       model.generator, opt["generator"],
       lambda g: (g_loss(model, model.discriminator, g(z, y), y), {}))
-  ema_update(model)
+  ema_update(model, opt["generator"].step[...])
   return {**metrics, "g_loss": loss, **{f"g_{k}": v for k, v in norms.items()}}
 
 

@@ -129,12 +129,21 @@ def test_one_step_updates_both_players_and_the_ema_exactly(loss):
   # each optimizer counted its own updates: d_steps for D, one for G
   counts = {p: int(after.opt[p].step[...]) for p in ("generator", "discriminator")}
   assert counts == {"generator": 1, "discriminator": config.d_steps}
-  # ema <- decay * ema + (1 - decay) * new generator, exactly
+  # ema <- d * ema + (1 - d) * new generator, exactly, d = min(0.9, (1 + 1) / (10 + 1))
+  d = min(0.9, 2.0 / 11.0)
   ema_old = _params(before.model.ema_generator, dcgan.EMAWeight)
   ema_new = _params(after.model.ema_generator, dcgan.EMAWeight)
   for e0, e1, g in zip(ema_old, ema_new, _params(after.model.generator), strict=True):
-    np.testing.assert_allclose(e1, 0.9 * e0 + 0.1 * g, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(e1, d * e0 + (1 - d) * g, rtol=1e-6, atol=1e-6)
   assert int(after.step[...]) == 1
+
+
+def test_ema_decay_warms_up_to_the_configured_decay():
+  model = dcgan.build(_config(ema_decay=0.999), jax.random.key(0))
+  got = [float(dcgan.ema_decay_at(model, t)) for t in (1, 10, 1000, 10**6)]
+  np.testing.assert_allclose(got, [2 / 11, 11 / 20, 1001 / 1010, 0.999], rtol=1e-6)
+  flat = dcgan.build(_config(ema_decay=0.999, ema_warmup=False), jax.random.key(0))
+  assert float(dcgan.ema_decay_at(flat, 1)) == pytest.approx(0.999)
 
 
 @pytest.mark.parametrize("frozen", ["generator", "discriminator"])
