@@ -158,13 +158,13 @@ def cached_net(model: GatedPixelCNN, num: int, labels=None) -> ar.CachedNet:
   Caches per layer: the horizontal convolution's current row, the vertical
   convolution's last rows, and the vertical-to-horizontal term of the row being
   drawn (computed when the row above was completed)."""
-  width, likelihood = model.input_shape[1], model.likelihood
+  (height, width), likelihood = model.input_shape[:2], model.likelihood
   layers = list(model.layers)
   conds = [layer.cond(labels) for layer in layers]
 
   def init():
-    return {"h": [l.h_conv.init_cache(num, width) for l in layers],
-            "v": [l.v_conv.init_cache(num, width) for l in layers],
+    return {"h": [l.h_conv.init_cache(num, height, width) for l in layers],
+            "v": [l.v_conv.init_cache(num, height, width) for l in layers],
             "vh": [l.v_to_h(jnp.zeros((num, width, l.v_to_h.in_features))) for l in layers]}
 
   def pixel(cache, i, j, x_BxC):
@@ -216,5 +216,6 @@ def sample(model: GatedPixelCNN, key: jax.Array, num: int, method: str = "cached
   if model.num_classes and labels is None:
     labels = jnp.arange(num) % model.num_classes
   labels = _labels(model, labels, num)
+  model = masked.premask(model)  # the masks are applied once, not at every step
   return ar.sample(lambda x: ar.conditionals(model, x, labels), cached_net(model, num, labels),
                    key, num, model.input_shape, model.likelihood, method, temperature)

@@ -114,10 +114,10 @@ loss = ar.loss
 def cached_net(model: PixelCNN, num: int) -> ar.CachedNet:
   """The `autoregressive.CachedNet` of ``model``: one ring cache per spatial layer."""
   spatial_layers = [model.input_conv] + [b.conv for b in model.blocks]
-  width = model.input_shape[1]
+  height, width = model.input_shape[:2]
 
   def init():
-    return [layer.init_cache(num, width) for layer in spatial_layers]
+    return [layer.init_cache(num, height, width) for layer in spatial_layers]
 
   def pixel(cache, i, j, x_BxC):
     cache = list(cache)
@@ -155,5 +155,6 @@ def sample(model: PixelCNN, key: jax.Array, num: int, method: str = "cached",
     Ramachandran et al., "Fast Generation for Convolutional Autoregressive Models",
     ICLR 2017 workshop (``method="cached"``).
   """
+  model = masked.premask(model)  # the masks are applied once, not at every step
   return ar.sample(lambda x: ar.conditionals(model, x), cached_net(model, num), key, num,
                    model.input_shape, model.likelihood, method, temperature)

@@ -19,8 +19,8 @@ stores a ``(k // 2 + 1) x k`` kernel anchored on its last row (the rows below,
 which the mask would zero, cost nothing). Kernels are HWIO, images NHWC.
 
 For fast sampling (Ramachandran et al. 2017), `MaskedConv.at` computes the output
-at one position from a ring buffer of the layer's last ``kh`` input rows
-(`init_cache`): O(kernel) work per position instead of O(image).
+at one position from a cache of the layer's earlier inputs (`init_cache`):
+O(kernel) work per position instead of O(image).
 """
 
 from __future__ import annotations
@@ -110,6 +110,7 @@ class MaskedConv(nnx.Module):
     if out_features % out_tiles:
       raise ValueError(f"out_features={out_features} is not divisible by out_tiles={out_tiles}")
     self.mask()  # validates the groups now rather than at the first call
+    self.premasked = False  # set by `premask`: the kernel already holds its mask
     self.kernel = nnx.Param(kernel_init()(rngs.params(), (kh, kw, in_features, out_features)))
     self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
@@ -122,6 +123,9 @@ class MaskedConv(nnx.Module):
         self.mask_type)
 
   def masked_kernel(self) -> jax.Array:
+    """The kernel times its mask (the kernel itself after `premask`)."""
+    if self.premasked:
+      return self.kernel[...]
     return self.kernel[...] * self.mask()
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -139,13 +143,17 @@ class MaskedConv(nnx.Module):
 
   # ------------------------------------------------------------- cached evaluation
 
-  def init_cache(self, batch_size: int, width: int, dtype=jnp.float32) -> jax.Array:
-    """A zero ring buffer ``[B, kh, W + kw - 1, I]`` of this layer's last kh input rows.
+  def init_cache(self, batch_size: int, height: int, width: int,
+                 dtype=jnp.float32) -> jax.Array:
+    """A zero cache ``[B, H + kh - 1, W + kw - 1, I]`` of this layer's inputs.
 
-    Input row ``r`` lives in slot ``r % kh``, input column ``c`` at ``c + aw``; the
-    unwritten border is the zero padding of `__call__`."""
+    The input at ``(r, c)`` lives at ``(r + kh - 1, c + aw)``; the unwritten
+    border is the zero padding of `__call__`, so the window of output ``(i, j)``
+    is the plain slice at ``(i, j)``. (A ring buffer of the last kh rows would
+    be smaller, but needs a gather per step that costs more than these images'
+    memory on a CPU.)"""
     kh, kw = self.kernel_size
-    return jnp.zeros((batch_size, kh, width + kw - 1, self.in_features), dtype)
+    return jnp.zeros((batch_size, height + kh - 1, width + kw - 1, self.in_features), dtype)
 
   def _check_cacheable(self):
     if self.anchor[0] != self.kernel_size[0] - 1:
@@ -157,7 +165,7 @@ class MaskedConv(nnx.Module):
     self._check_cacheable()
     return jax.lax.dynamic_update_slice(
         cache, x_BxI[:, None, None, :].astype(cache.dtype),
-        (0, i % self.kernel_size[0], j + self.anchor[1], 0))
+        (0, i + self.kernel_size[0] - 1, j + self.anchor[1], 0))
 
   def at(self, cache: jax.Array, i, j, x_BxI: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Writes the input at ``(i, j)`` into ``cache`` and returns the output there.
@@ -167,7 +175,7 @@ class MaskedConv(nnx.Module):
     Costs O(kh * kw * I * O) whatever the image size.
 
     Args:
-      cache: the ring buffer of `init_cache`.
+      cache: the cache of `init_cache`.
       i: row (a traced int).
       j: column (a traced int).
       x_BxI: the layer's input at ``(i, j)``.
@@ -179,11 +187,12 @@ class MaskedConv(nnx.Module):
       Ramachandran et al., "Fast Generation for Convolutional Autoregressive
       Models", ICLR 2017 workshop (per-layer caches of earlier activations).
     """
-    (kh, kw) = self.kernel_size
+    kh, kw = self.kernel_size
     cache = self.write(cache, i, j, x_BxI)
-    window_BxKhxKwxI = jax.lax.dynamic_slice_in_dim(cache, j, kw, axis=2)
-    window_BxKhxKwxI = jnp.take(window_BxKhxKwxI, (i + 1 + jnp.arange(kh)) % kh, axis=1)
-    y_BxO = jnp.einsum("bhwi,hwio->bo", window_BxKhxKwxI, self.masked_kernel())
+    b, n = cache.shape[0], kh * kw * self.in_features
+    window_BxN = jax.lax.dynamic_slice(
+        cache, (0, i, j, 0), (b, kh, kw, self.in_features)).reshape(b, n)
+    y_BxO = window_BxN @ self.masked_kernel().reshape(n, self.out_features)
     return y_BxO + self.bias[...], cache
 
   def row_at(self, cache: jax.Array, i, x_BxWxI: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -196,11 +205,27 @@ class MaskedConv(nnx.Module):
     self._check_cacheable()
     kh, aw = self.kernel_size[0], self.anchor[1]
     cache = jax.lax.dynamic_update_slice(
-        cache, x_BxWxI[:, None].astype(cache.dtype), (0, i % kh, aw, 0))
-    rows_BxKhxWpxI = jnp.take(cache, (i + 1 + jnp.arange(kh)) % kh, axis=1)
+        cache, x_BxWxI[:, None].astype(cache.dtype), (0, i + kh - 1, aw, 0))
+    rows_BxKhxWpxI = jax.lax.dynamic_slice_in_dim(cache, i, kh, axis=1)
     y = jax.lax.conv_general_dilated(rows_BxKhxWpxI, self.masked_kernel(), (1, 1),
                                      "VALID", dimension_numbers=_DIMENSIONS)
     return y[:, 0] + self.bias[...], cache
+
+
+def premask(module: nnx.Module) -> nnx.Module:
+  """A copy of ``module`` whose `MaskedConv` kernels are multiplied by their masks once.
+
+  The cached samplers call every layer once per sub-pixel inside a ``lax.scan``;
+  XLA does not hoist the ``kernel * mask`` products out of that loop, so without
+  this each step recomputes every masked kernel. The copy gives the same outputs
+  (it is meant for sampling, not training: the original keeps its parameters).
+  """
+  module = nnx.clone(module)
+  for _, layer in nnx.iter_graph(module):
+    if isinstance(layer, MaskedConv) and not layer.premasked:
+      layer.kernel = nnx.Param(layer.masked_kernel())
+      layer.premasked = True
+  return module
 
 
 def causal(in_features: int, out_features: int, kernel_size: int, mask_type: str, *,

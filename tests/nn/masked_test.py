@@ -81,7 +81,7 @@ def test_at_equals_the_full_convolution_at_every_position(kernel, anchor, mask_t
       i, j = t // 4, t % 4
       y, cache = layer.at(cache, i, j, x[:, i, j])
       return cache, y
-    return jax.lax.scan(body, layer.init_cache(2, 4), jnp.arange(20))[1]
+    return jax.lax.scan(body, layer.init_cache(2, 5, 4), jnp.arange(20))[1]
 
   np.testing.assert_allclose(cached(x), full.transpose(1, 2, 0, 3).reshape(20, 2, 4),
                              atol=1e-5)
@@ -96,9 +96,18 @@ def test_row_at_equals_the_full_convolution_row_by_row():
     def body(cache, i):
       y, cache = layer.row_at(cache, i, x[:, i])
       return cache, y
-    return jax.lax.scan(body, layer.init_cache(2, 5), jnp.arange(6))[1]
+    return jax.lax.scan(body, layer.init_cache(2, 6, 5), jnp.arange(6))[1]
 
   np.testing.assert_allclose(cached(x), layer(x).transpose(1, 0, 2, 3), atol=1e-5)
+
+
+def test_premask_copies_the_model_with_the_masks_applied_once():
+  layer = masked.causal(3, 6, 3, "A", num_groups=3, rngs=nnx.Rngs(0))
+  x = _random((2, 5, 4, 3), seed=3)
+  frozen = masked.premask(layer)
+  assert frozen.premasked and not layer.premasked  # the original is untouched
+  np.testing.assert_array_equal(frozen.kernel[...], layer.kernel[...] * layer.mask())
+  np.testing.assert_allclose(frozen(x), layer(x), atol=1e-6)
 
 
 def test_bad_arguments_are_clear_errors():
@@ -110,4 +119,4 @@ def test_bad_arguments_are_clear_errors():
     masked.MaskedConv(1, 4, (2, 3), (2, 1), "A", rngs=nnx.Rngs(0))
   full = masked.MaskedConv(1, 4, (3, 3), (1, 1), "A", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="last row"):
-    full.at(full.init_cache(1, 4), 0, 0, jnp.zeros((1, 1)))
+    full.at(full.init_cache(1, 4, 4), 0, 0, jnp.zeros((1, 1)))
