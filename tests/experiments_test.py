@@ -311,10 +311,11 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, data_dir):
 @pytest.mark.parametrize("name, overrides", [
     ("pixelcnn", []),
     ("gated_pixelcnn", ["--config.model.num_classes=10"]),
+    ("pixelrnn", []),
 ])
 def test_autoregressive_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name,
                                                                 overrides):
-  """Train, evaluate (exact likelihood) and sample (cached sampler) through the CLI."""
+  """Train, evaluate (exact likelihood) and sample (default sampler) through the CLI."""
   config = f"experiments/configs/{name}.py:smoke"
   first = _run(["experiments.main", f"--config={config}", f"--workdir={tmp_path}",
                 *overrides], data_dir)

@@ -9,7 +9,10 @@ hidden layers are LSTMs that run over the image (`genjax.nn.recurrent`):
   (it misses ``(i - 1, j + k)`` and further right, and more the higher up).
 * ``cell="diagonal_bilstm"``: a `DiagonalBiLSTM` per layer, two scans over the
   diagonals (the second on the mirrored image, shifted down one row); every layer
-  sees every earlier pixel (no blind spot). The paper's best model.
+  sees every earlier pixel (no blind spot). The paper's best model. One addition
+  to the paper: the first layer's backward direction also reads the image itself
+  (allowed, as its output is shifted down one row); without it the first pixels of
+  a row would never see the last pixel of the row above (tested).
 
 The network is a 7x7 mask-A convolution, ``num_layers`` residual layers
 ``h + 1x1_B(lstm(h))`` and two masked 1x1 output layers with ReLUs. Every
@@ -44,15 +47,19 @@ _CHOICES = {"likelihood": ar.LIKELIHOODS, "cell": CELLS}
 class _Layer(nnx.Module):
   """A residual LSTM layer ``h + 1x1_B(lstm(h))`` (figure 5 of the paper)."""
 
-  def __init__(self, cell, features, kernel_size, num_groups, *, rngs):
+  def __init__(self, cell, features, kernel_size, num_groups, reads_image, *, rngs):
+    self.reads_image = reads_image and cell == "diagonal_bilstm"
     if cell == "row_lstm":
       self.lstm = recurrent.RowLSTM(features, features, kernel_size, num_groups, rngs=rngs)
     else:
-      self.lstm = recurrent.DiagonalBiLSTM(features, features, num_groups, rngs=rngs)
+      self.lstm = recurrent.DiagonalBiLSTM(
+          features, features, num_groups, image_features=num_groups if reads_image else 0,
+          rngs=rngs)
     self.proj = masked.causal(features, features, 1, "B", num_groups=num_groups, rngs=rngs)
 
-  def __call__(self, h_BxHxWxF):
-    return h_BxHxWxF + self.proj(self.lstm(h_BxHxWxF))
+  def __call__(self, h_BxHxWxF, x_BxHxWxC):
+    lstm = self.lstm(h_BxHxWxF, x_BxHxWxC) if self.reads_image else self.lstm(h_BxHxWxF)
+    return h_BxHxWxF + self.proj(lstm)
 
 
 class PixelRNN(nnx.Module):
@@ -66,8 +73,8 @@ class PixelRNN(nnx.Module):
     c = self.input_shape[-1]
     self.input_conv = masked.causal(c, features, first_kernel_size, "A", num_groups=c,
                                     rngs=rngs)
-    self.layers = nnx.List([_Layer(cell, features, kernel_size, c, rngs=rngs)
-                            for _ in range(num_layers)])
+    self.layers = nnx.List([_Layer(cell, features, kernel_size, c, l == 0, rngs=rngs)
+                            for l in range(num_layers)])
     self.out1 = masked.causal(features, output_features, 1, "B", num_groups=c, rngs=rngs)
     self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B",
                               num_groups=c, rngs=rngs)
@@ -79,7 +86,7 @@ class PixelRNN(nnx.Module):
                        "(gated_pixelcnn with num_classes > 0 takes them)")
     h = self.input_conv(x_BxHxWxC)
     for layer in self.layers:
-      h = layer(h)
+      h = layer(h, x_BxHxWxC)
     out = self.out2(jax.nn.relu(self.out1(jax.nn.relu(h))))
     return ar.split_channels(out, self.input_shape, self.likelihood)
 

@@ -173,25 +173,40 @@ class DiagonalBiLSTM(nnx.Module):
 
   The forward direction's input-to-state map is a 1x1 mask-B convolution; the
   backward direction's is unmasked, since its output is shifted down one row and
-  so only ever reads rows above the current pixel.
+  so only ever reads rows above the current pixel. For the same reason the
+  backward direction may read the image itself (``image_features > 0``): a layer
+  whose input is a mask-A map never holds pixel ``(i, W - 1)`` at or left of
+  ``(i + 1, W - 2 - k//2)`` otherwise (the mask-A ``k x k`` layer reads a pixel
+  only right of it or on the rows below), so the first pixels of a row would miss
+  the last pixel of the row above.
 
   Args:
     in_features: I.
     features: F, the LSTM units per direction (at least ``num_groups``).
     num_groups: image channels (the colour groups of the masks).
+    image_features: channels of the ``image`` argument read by the backward
+      direction (0: none).
     rngs: initialisation randomness.
   """
 
-  def __init__(self, in_features: int, features: int, num_groups: int, *, rngs: nnx.Rngs):
+  def __init__(self, in_features: int, features: int, num_groups: int, *,
+               image_features: int = 0, rngs: nnx.Rngs):
+    self.image_features = image_features
     self.forward_input = masked.MaskedConv(in_features, 4 * features, (1, 1), (0, 0), "B",
                                            num_groups=num_groups, out_tiles=4, rngs=rngs)
-    self.backward_input = masked.MaskedConv(in_features, 4 * features, (1, 1), (0, 0), None,
-                                            rngs=rngs)
+    self.backward_input = masked.MaskedConv(in_features + image_features, 4 * features,
+                                            (1, 1), (0, 0), None, rngs=rngs)
     self.state_to_state = _state_kernel((2, features, 4 * features), rngs, directions=2)
 
-  def __call__(self, x_BxHxWxI: jax.Array) -> jax.Array:
+  def __call__(self, x_BxHxWxI: jax.Array, image_BxHxWxC: jax.Array | None = None
+               ) -> jax.Array:
+    if (image_BxHxWxC is None) != (self.image_features == 0):
+      raise ValueError(f"this layer reads an image of {self.image_features} channels; "
+                       "pass image_BxHxWxC exactly when image_features > 0")
+    backward_in = x_BxHxWxI if image_BxHxWxC is None else jnp.concatenate(
+        [x_BxHxWxI, image_BxHxWxC], axis=-1)
     pre_2xBxHxWx4F = jnp.stack([self.forward_input(x_BxHxWxI),
-                                self.backward_input(x_BxHxWxI)[:, :, ::-1]])
+                                self.backward_input(backward_in)[:, :, ::-1]])
     fwd, bwd = diagonal_lstm(pre_2xBxHxWx4F, self.state_to_state[...])
     bwd = bwd[:, :, ::-1]  # mirrored back: the state at (r, j) saw columns >= j
     return fwd + jnp.pad(bwd[:, :-1], ((0, 0), (1, 0), (0, 0), (0, 0)))  # rows above only

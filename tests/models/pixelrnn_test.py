@@ -64,7 +64,7 @@ def test_registered():
 def test_causality_by_gradient(cell, shape, likelihood):
   """The conditional of sub-pixel t depends on no sub-pixel >= t, and on some < t."""
   # wide enough that some unit of every colour group is active (relu) everywhere
-  model = _build(cell, shape, likelihood, features=12, output_features=24, num_layers=2)
+  model = _build(cell, shape, likelihood, features=24, output_features=24, num_layers=2)
   jac = _jacobian(model, shape)
   order = _order(shape)
   for t, (i, j, c) in enumerate(order):
@@ -83,7 +83,9 @@ def test_diagonal_bilstm_sees_every_earlier_pixel_and_row_lstm_a_triangle():
   jac = _jacobian(_build("diagonal_bilstm", shape, num_layers=2), shape)
   assert np.all(jac[-1, :-1] != 0)  # the last pixel sees every earlier pixel
   assert jac[at(2, 1), at(1, 4)] != 0  # (2, 1) sees (1, 4), three columns right
-  assert jac[at(1, 0), at(0, 4)] != 0  # and the far end of the row above
+  # and the far end of the row above, which the 3x3 mask-A layer only reads at (r + 1,
+  # 3..4): the first layer's backward direction reads the image for these
+  assert jac[at(1, 0), at(0, 4)] != 0 and jac[at(2, 0), at(1, 4)] != 0
   # Row LSTM with 1x3 kernels: d rows up it reaches at most d columns right
   jac = _jacobian(_build("row_lstm", shape, num_layers=2), shape)
   assert jac[at(2, 1), at(1, 3)] == 0  # one row up, two columns right: outside
