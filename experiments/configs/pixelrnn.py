@@ -26,51 +26,25 @@ image), so the MNIST variants draw few samples and only at the end.
 
 from __future__ import annotations
 
-from experiments.configs import common
+from experiments.configs import pixelcnn
 
 
 def get_config(variant: str = "digits"):
-  c = common.base_config()
+  if variant not in ("smoke", "digits", "mnist", "mnist8bit"):
+    raise ValueError(
+        f"unknown variant {variant!r} of pixelrnn; choose smoke, digits, mnist or mnist8bit")
+  c = pixelcnn.get_config(variant)  # the same data, schedule and logging, except:
   c.model.name = "pixelrnn"
-  c.model.likelihood = "bernoulli"
   c.model.cell = "diagonal_bilstm"
   c.model.features = 16
   c.model.num_layers = 2
-  c.model.first_kernel_size = 7
-  c.model.kernel_size = 3
-  c.model.output_features = 32
-
   if variant == "smoke":
-    common.smoke(c)
     c.model.features = 8
     c.model.num_layers = 1
-    c.model.output_features = 8
-  elif variant == "digits":
-    c.data.name = "digits"
-    c.batch_size = 64
-    c.total_steps = 4000
-    c.log_every = 200
-    c.eval_every = 1000
-    c.checkpoint_every = 1000
-    c.sample_every = 2000
   elif variant in ("mnist", "mnist8bit"):
-    c.data.name = "mnist"
-    c.batch_size = 32
     c.total_steps = 20_000
-    c.optimizer.warmup_steps = 500
     c.optimizer.grad_clip_norm = 1.0
     c.model.num_layers = 4
-    c.model.output_features = 64
-    c.log_every = 500
-    c.eval_every = 5000
-    c.eval_batch_size = 500
-    c.checkpoint_every = 2500
-    c.sample_every = 0
+    c.sample_every = 0  # naive sampling: 784 network passes per image
     c.num_samples = 16
-    if variant == "mnist8bit":
-      c.data.view = "8bit"
-      c.model.likelihood = "categorical"
-  else:
-    raise ValueError(
-        f"unknown variant {variant!r} of pixelrnn; choose smoke, digits, mnist or mnist8bit")
   return c
