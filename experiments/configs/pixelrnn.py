@@ -23,7 +23,8 @@ Variants:
   mnist8bit: 8-bit MNIST with a 256-way softmax per pixel (bits/dim); not run yet.
 
 Switch the cell with ``--config.model.cell=row_lstm`` (a scan over 28 rows instead
-of 55 skewed columns, both directions in one scan; its receptive field is a triangle above each pixel).
+of 55 skewed columns, both directions in one scan; its receptive field is a
+triangle above each pixel).
 
 The likelihood is exact (``log_likelihood`` sums the conditionals), so
 ``experiments.evaluate`` needs no importance samples. Samples are drawn with the
