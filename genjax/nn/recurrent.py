@@ -65,7 +65,9 @@ def skew(x_BxHxWxF: jax.Array) -> jax.Array:
 
 
 def unskew(s_BxHxLxF: jax.Array, width: int) -> jax.Array:
-  """The inverse of `skew`: ``[B, H, W + H - 1, F] -> [B, H, W, F]``, ``x[r, j] = s[r, r + j]``."""
+  """The inverse of `skew`: ``[B, H, W + H - 1, F] -> [B, H, W, F]``, ``x[r, j] = s[r, r + j]``.
+
+  Flattens the rows, pads H zeros and re-cuts them one element longer."""
   b, h, l, f = s_BxHxLxF.shape
   if l != width + h - 1:
     raise ValueError(f"a skewed map of height {h} and width {width} has {width + h - 1} "

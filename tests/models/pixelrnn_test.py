@@ -82,7 +82,8 @@ def test_log_likelihood_is_the_sum_of_one_pixel_at_a_time_conditionals(cell, sha
 def test_naive_sampling_under_jit_is_deterministic_per_key(cell, shape, likelihood):
   model = _build(cell, shape, likelihood, features=6)
   graphdef, state = nnx.split(model)
-  run = pixel_testing.jit(lambda s, k: pixelrnn.sample(nnx.merge(graphdef, s), k, 3, temperature=0.9))
+  run = pixel_testing.jit(
+      lambda s, k: pixelrnn.sample(nnx.merge(graphdef, s), k, 3, temperature=0.9))
   a, b = run(state, jax.random.key(3)), run(state, jax.random.key(3))
   assert a.dtype == jnp.uint8 and a.shape == (3, *shape)
   np.testing.assert_array_equal(a, b)
