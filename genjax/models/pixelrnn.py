@@ -5,8 +5,9 @@ columns, then the channels R, G, B), as in `genjax.models.pixelcnn`, but the
 hidden layers are LSTMs that run over the image (`genjax.nn.recurrent`):
 
 * ``cell="row_lstm"``: a `RowLSTM` per layer, a scan over rows with a ``1 x k``
-  state-to-state convolution; its receptive field is a triangle above each pixel
-  (it misses ``(i - 1, j + k)`` and further right, and more the higher up).
+  state-to-state convolution; its receptive field is a triangle above each pixel:
+  ``d`` rows up it reaches at most ``(d - 1) * (k // 2) + first_kernel_size // 2``
+  columns right (for ``first_kernel_size >= k``; tested), whatever the depth.
 * ``cell="diagonal_bilstm"``: a `DiagonalBiLSTM` per layer, two scans over the
   diagonals (the second on the mirrored image, shifted down one row); every layer
   sees every earlier pixel (no blind spot). The paper's best model. One addition

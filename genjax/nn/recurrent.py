@@ -7,9 +7,9 @@ the previous step's hidden state inside a ``jax.lax.scan``:
 
 * `RowLSTM`: the scan runs over rows; row ``i`` reads a masked ``1 x (k//2 + 1)``
   convolution of input row ``i`` (columns ``<= j``) and a ``1 x k`` convolution of
-  hidden row ``i - 1``. The state at ``(i, j)`` sees ``(i - d, j - d .. j + d)``
-  through the state, so its receptive field is a triangle above the pixel: it
-  misses e.g. ``(i - 1, j + 2)`` for ``k = 3`` (figure 2 of the paper).
+  hidden row ``i - 1``. The state at ``(i, j)`` sees the inputs at ``(i - d, j - d p
+  .. j + d p)``, ``p = k // 2``, through the state, so its receptive field is a
+  triangle above the pixel (figure 2 of the paper).
 * `DiagonalBiLSTM`: the map is skewed (`skew`: row ``r`` shifted right by ``r``)
   so that each column of the skewed map is a diagonal of the image; the scan runs
   over the skewed columns with a 2x1 state-to-state kernel, so the state at
