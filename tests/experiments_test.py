@@ -1,6 +1,7 @@
 """The launchers end to end on the smoke variant: train, resume, evaluate, sample,
 inspect, the non-finite stop, SIGTERM, and the errors users meet."""
 
+import functools
 import json
 import os
 import pathlib
@@ -311,22 +312,26 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, data_dir):
 @pytest.mark.parametrize("name, overrides", [
     ("pixelcnn", []),
     ("gated_pixelcnn", ["--config.model.num_classes=10"]),
+    ("pixelrnn", []),
 ])
 def test_autoregressive_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name,
                                                                 overrides):
-  """Train, evaluate (exact likelihood) and sample (cached sampler) through the CLI."""
+  """Train, evaluate (exact likelihood) and sample (default sampler) through the CLI."""
   config = f"experiments/configs/{name}.py:smoke"
-  first = _run(["experiments.main", f"--config={config}", f"--workdir={tmp_path}",
-                *overrides], data_dir)
+  # a safety limit, not a speed check: PixelRNN's scans (and the naive sampler's scan
+  # over them) compile slower; its main.py took ~3 min on two busy cores
+  run = functools.partial(_run, timeout=600 if name == "pixelrnn" else 240)
+  first = run(["experiments.main", f"--config={config}", f"--workdir={tmp_path}",
+               *overrides], data_dir)
   assert "done at step 20" in first.stderr
   rows = [r for r in _rows(tmp_path) if "loss" in r]
   assert {"nll_nats", "bits_per_dim", "grad_norm"} <= set(rows[0])
   assert all(np.isfinite(r["loss"]) for r in rows)
-  _run(["experiments.evaluate", f"--workdir={tmp_path}"], data_dir)
+  run(["experiments.evaluate", f"--workdir={tmp_path}"], data_dir)
   out = json.loads((tmp_path / "eval.json").read_text())
   assert out["model"] == name and out["likelihood"] == "exact" and "num_samples" not in out
   assert 0 < out["nll_nats"] < 64 * np.log(2)  # better than coin flips after 20 steps
   grid = tmp_path / "grid.png"
-  _run(["experiments.sample", f"--workdir={tmp_path}", "--num=4", f"--out={grid}"],
-       data_dir)
+  run(["experiments.sample", f"--workdir={tmp_path}", "--num=4", f"--out={grid}"],
+      data_dir)
   assert grid.exists()

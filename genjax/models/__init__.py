@@ -44,6 +44,7 @@ _REGISTRY: dict[str, str] = {
     "glow": "genjax.models.glow",
     "pixelcnn": "genjax.models.pixelcnn",
     "gated_pixelcnn": "genjax.models.gated_pixelcnn",
+    "pixelrnn": "genjax.models.pixelrnn",
     "dcgan": "genjax.models.dcgan",
 }
 

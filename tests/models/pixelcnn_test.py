@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import itertools
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,8 +14,11 @@ from genjax import train
 from genjax.models import gated_pixelcnn
 from genjax.models import pixelcnn
 
-_FAST_COMPILE = {"xla_backend_optimization_level": 0}
-_jit = functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
+import pixel_testing  # tests/models/pixel_testing.py, shared with pixelrnn_test
+from pixel_testing import call as _call
+from pixel_testing import jacobian as _jacobian
+from pixel_testing import jit as _jit
+
 FAMILIES = {"pixelcnn": pixelcnn, "gated_pixelcnn": gated_pixelcnn}
 
 
@@ -34,32 +34,6 @@ def _batch(shape, likelihood, n=2, seed=0, num_classes=10):
   high = 2 if likelihood == "bernoulli" else 256
   return {"image": jnp.asarray(rng.integers(0, high, (n, *shape)), jnp.uint8),
           "label": jnp.asarray(rng.integers(0, num_classes, (n,)), jnp.int32)}
-
-
-def _call(fn, model, *args, static=(), **kwargs):
-  """``fn(model, *args, **kwargs)`` under ``jax.jit`` of the split model."""
-  graphdef, state = nnx.split(model)
-  wrapped = _jit(lambda s, *a: fn(nnx.merge(graphdef, s), *a, **kwargs))
-  return wrapped(state, *args)
-
-
-def _jacobian(model, shape, labels=None):
-  """d (random projection of the logits at each sub-pixel) / d input: [HWC, HWC]."""
-  extra = {} if labels is None else {"labels": labels}
-  x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, (1, *shape)), jnp.float32)
-
-  def f(m, v):
-    logits = m(v.reshape(1, *shape), **extra)
-    if logits.ndim == 5:  # categorical: project the 256 logits
-      logits = logits @ jnp.asarray(np.random.default_rng(2).normal(size=256), jnp.float32)
-    return logits.reshape(-1)
-
-  return np.asarray(_call(lambda m, v: jax.jacrev(lambda u: f(m, u))(v), model,
-                          x.reshape(-1)))
-
-
-def _order(shape):  # raster order of every sub-pixel (i, j, c)
-  return list(itertools.product(*(range(s) for s in shape)))
 
 
 def test_registered():
@@ -78,15 +52,8 @@ def test_causality_by_gradient(name, shape, likelihood, classes):
   kw = {"num_classes": classes} if classes else {}
   # wide enough that some unit of every colour group is active (relu) everywhere
   model = _build(name, shape, likelihood, features=24, output_features=24, **kw)
-  jac = _jacobian(model, shape, jnp.array([1]) if classes else None)
-  order = _order(shape)
-  for t, (i, j, c) in enumerate(order):
-    for s, (i2, j2, c2) in enumerate(order):
-      allowed = (i2, j2) < (i, j) or ((i2, j2) == (i, j) and c2 < c)
-      if not allowed:
-        assert jac[t, s] == 0.0, ((i, j, c), (i2, j2, c2))
-    if t > 0:
-      assert np.any(jac[t, :t] != 0), (i, j, c)
+  pixel_testing.assert_causal(_jacobian(model, shape, jnp.array([1]) if classes else None),
+                              shape)
 
 
 def test_gated_pixelcnn_has_no_blind_spot_and_pixelcnn_has_one():
@@ -134,33 +101,8 @@ def test_cached_sampling_equals_naive_sampling(name, shape, likelihood, classes)
 def test_log_likelihood_is_the_sum_of_one_pixel_at_a_time_conditionals(name, shape,
                                                                        likelihood):
   """Each conditional recomputed on an image holding only the earlier sub-pixels."""
-  model = _build(name, shape, likelihood)
-  family = FAMILIES[name]
-  batch = _batch(shape, likelihood)
-  x = np.asarray(batch["image"])
-  order = _order(shape)
-  partial = np.zeros((len(order), *x.shape), np.uint8)  # [T, B, H, W, C]
-  for t in range(len(order)):
-    for s, (i, j, c) in enumerate(order[:t]):
-      partial[t, :, i, j, c] = x[:, i, j, c]
-  logits = _call(lambda m, p: family.conditionals(m, p.reshape(-1, *shape)), model,
-                 jnp.asarray(partial))
-  logits = np.asarray(logits).reshape(len(order), 2, *logits.shape[1:])
-  total = np.zeros(2)
-  for t, (i, j, c) in enumerate(order):
-    lt = logits[t, :, i, j, c]
-    if likelihood == "bernoulli":
-      total += x[:, i, j, c] * lt - np.logaddexp(0, lt)
-    else:
-      total += (lt - np.logaddexp.reduce(lt, axis=-1, keepdims=True))[
-          np.arange(2), x[:, i, j, c]]
-  ll = _call(lambda m, b: family.log_likelihood(m, b, None), model, batch)
-  np.testing.assert_allclose(ll, total, rtol=1e-5, atol=1e-4)
-  loss, metrics = _call(lambda m, b: family.loss(m, b, jax.random.key(0)), model, batch)
-  np.testing.assert_allclose(metrics["nll_nats"], -total.mean(), rtol=1e-5)
-  np.testing.assert_allclose(metrics["bits_per_dim"],
-                             -total.mean() / (np.prod(shape) * np.log(2)), rtol=1e-5)
-  assert loss == metrics["loss"]
+  pixel_testing.check_log_likelihood_one_pixel_at_a_time(
+      FAMILIES[name], _build(name, shape, likelihood), _batch(shape, likelihood), likelihood)
 
 
 @pytest.mark.parametrize("name", ["pixelcnn", "gated_pixelcnn"])

@@ -1,0 +1,214 @@
+"""Two-dimensional LSTM layers of PixelRNN: Row LSTM and Diagonal BiLSTM (NHWC).
+
+Both layers split an LSTM into an input-to-state part, a masked convolution of the
+layer's input computed for the whole map at once (`genjax.nn.masked`, mask B with
+the R, G, B channel groups), and a state-to-state part, an unmasked convolution of
+the previous step's hidden state inside a ``jax.lax.scan``:
+
+* `RowLSTM`: the scan runs over rows; row ``i`` reads a masked ``1 x (k//2 + 1)``
+  convolution of input row ``i`` (columns ``<= j``) and a ``1 x k`` convolution of
+  hidden row ``i - 1``. The state at ``(i, j)`` sees the inputs at ``(i - d, j - d p
+  .. j + d p)``, ``p = k // 2``, through the state, so its receptive field is a
+  triangle above the pixel (figure 2 of the paper).
+* `DiagonalBiLSTM`: the map is skewed (`skew`: row ``r`` shifted right by ``r``)
+  so that each column of the skewed map is a diagonal of the image; the scan runs
+  over the skewed columns with a 2x1 state-to-state kernel, so the state at
+  ``(r, j)`` reads the states at ``(r - 1, j)`` and ``(r, j - 1)``: it sees every
+  pixel above-left. A second direction runs on the left-right mirrored map (so it
+  sees every pixel above-right, and the pixels right of ``(r, j)`` on its own row);
+  its output map is shifted down one row before the two are added, so the sum at
+  ``(r, j)`` sees every earlier pixel and no later one: no blind spot.
+
+The state-to-state kernels may mix all channel groups: they only read positions
+strictly before the current pixel (the previous row, the left or upper
+neighbour), where every channel is already known. The LSTM update is elementwise
+per unit, so a unit of group ``g`` keeps the channel order of its gates.
+Outside the image (the skew's padding) states are held at zero.
+
+References:
+  van den Oord, Kalchbrenner & Kavukcuoglu, "Pixel Recurrent Neural Networks",
+  ICML 2016 (sections 3.1 and 3.2, figure 2 and 3).
+  Hochreiter & Schmidhuber, "Long Short-Term Memory", Neural Computation 1997.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genjax.nn import masked
+from genjax.nn.layers import kernel_init
+
+
+def lstm_update(gates_Nx4F: jax.Array, c_NxF: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One LSTM step from pre-activations ``[..., 4F]`` (i, f, o, g quarters).
+
+  Returns:
+    ``(h, c)``, both ``[..., F]``: ``c' = s(f) c + s(i) tanh(g)``, ``h = s(o) tanh(c')``.
+  """
+  i, f, o, g = jnp.split(gates_Nx4F, 4, axis=-1)
+  c = jax.nn.sigmoid(f) * c_NxF + jax.nn.sigmoid(i) * jnp.tanh(g)
+  return jax.nn.sigmoid(o) * jnp.tanh(c), c
+
+
+def skew(x_BxHxWxF: jax.Array) -> jax.Array:
+  """Shifts row ``r`` right by ``r``: ``[B, H, W, F] -> [B, H, W + H - 1, F]``.
+
+  ``out[:, r, r + j] = x[:, r, j]``, zeros elsewhere; column ``t`` of the result holds
+  the diagonal ``r + j = t`` of ``x``. Pads each row with H zeros, flattens the rows
+  and re-cuts them one element shorter (no gather).
+  """
+  b, h, w, f = x_BxHxWxF.shape
+  y = jnp.pad(x_BxHxWxF, ((0, 0), (0, 0), (0, h), (0, 0))).reshape(b, h * (w + h), f)
+  return y[:, :h * (w + h - 1)].reshape(b, h, w + h - 1, f)
+
+
+def unskew(s_BxHxLxF: jax.Array, width: int) -> jax.Array:
+  """The inverse of `skew`: ``[B, H, W + H - 1, F] -> [B, H, W, F]``, ``x[r, j] = s[r, r + j]``.
+
+  Flattens the rows, pads H zeros and re-cuts them one element longer."""
+  b, h, l, f = s_BxHxLxF.shape
+  if l != width + h - 1:
+    raise ValueError(f"a skewed map of height {h} and width {width} has {width + h - 1} "
+                     f"columns, got {l}")
+  y = jnp.pad(s_BxHxLxF.reshape(b, h * l, f), ((0, 0), (0, h), (0, 0)))
+  return y.reshape(b, h, l + 1, f)[:, :, :width]
+
+
+def row_lstm(pre_BxHxWx4F: jax.Array, kernel_KxFx4F: jax.Array) -> jax.Array:
+  """The Row LSTM recurrence: a ``lax.scan`` over rows, whole rows at once.
+
+  Args:
+    pre_BxHxWx4F: input-to-state pre-activations of every position.
+    kernel_KxFx4F: the ``1 x k`` state-to-state kernel ``[k, F, 4F]`` (odd k,
+      centred: row ``i`` at column ``j`` reads hidden row ``i - 1`` at ``j - k//2 ..
+      j + k//2``, zero-padded).
+
+  Returns:
+    The hidden states ``[B, H, W, F]`` (zero state before row 0).
+  """
+  b, _, w, f4 = pre_BxHxWx4F.shape
+  p = kernel_KxFx4F.shape[0] // 2
+
+  def step(carry, pre_BxWx4F):
+    h_BxWxF, c_BxWxF = carry
+    s_BxWx4F = jax.lax.conv_general_dilated(h_BxWxF, kernel_KxFx4F, (1,), ((p, p),),
+                                            dimension_numbers=("NWC", "WIO", "NWC"))
+    h_BxWxF, c_BxWxF = lstm_update(pre_BxWx4F + s_BxWx4F, c_BxWxF)
+    return (h_BxWxF, c_BxWxF), h_BxWxF
+
+  zero = jnp.zeros((b, w, f4 // 4), pre_BxHxWx4F.dtype)
+  _, h_HxBxWxF = jax.lax.scan(step, (zero, zero), jnp.moveaxis(pre_BxHxWx4F, 1, 0))
+  return jnp.moveaxis(h_HxBxWxF, 0, 1)
+
+
+def diagonal_lstm(pre_DxBxHxWx4F: jax.Array, kernel_Dx2xFx4F: jax.Array) -> jax.Array:
+  """The Diagonal LSTM recurrence of ``D`` independent directions in one ``lax.scan``.
+
+  The state at ``(r, j)`` reads the hidden states at ``(r - 1, j)`` (kernel tap 0)
+  and ``(r, j - 1)`` (tap 1), zero outside the image: after `skew` these are rows
+  ``r - 1`` and ``r`` of the previous skewed column, a 2x1 convolution.
+
+  Args:
+    pre_DxBxHxWx4F: input-to-state pre-activations of every position, per direction.
+    kernel_Dx2xFx4F: the 2x1 state-to-state kernels.
+
+  Returns:
+    The hidden states ``[D, B, H, W, F]``.
+  """
+  d, b, h, w, f4 = pre_DxBxHxWx4F.shape
+  pre = skew(pre_DxBxHxWx4F.reshape(d * b, h, w, f4))
+  pre_LxDxBxHx4F = jnp.moveaxis(pre.reshape(d, b, h, w + h - 1, f4), 3, 0)
+  valid_LxHx1 = jnp.moveaxis(skew(jnp.ones((1, h, w, 1), pre.dtype))[0], 1, 0)
+
+  def step(carry, xs):
+    h_DxBxHxF, c_DxBxHxF = carry
+    pre_DxBxHx4F, valid_Hx1 = xs
+    up_DxBxHxF = jnp.pad(h_DxBxHxF[:, :, :-1], ((0, 0), (0, 0), (1, 0), (0, 0)))
+    gates = (pre_DxBxHx4F
+             + jnp.einsum("dbhf,dfg->dbhg", up_DxBxHxF, kernel_Dx2xFx4F[:, 0])
+             + jnp.einsum("dbhf,dfg->dbhg", h_DxBxHxF, kernel_Dx2xFx4F[:, 1]))
+    h_DxBxHxF, c_DxBxHxF = lstm_update(gates, c_DxBxHxF)
+    h_DxBxHxF, c_DxBxHxF = h_DxBxHxF * valid_Hx1, c_DxBxHxF * valid_Hx1
+    return (h_DxBxHxF, c_DxBxHxF), h_DxBxHxF
+
+  zero = jnp.zeros((d, b, h, f4 // 4), pre.dtype)
+  _, h_LxDxBxHxF = jax.lax.scan(step, (zero, zero), (pre_LxDxBxHx4F, valid_LxHx1))
+  h_skewed = jnp.moveaxis(h_LxDxBxHxF, 0, 3).reshape(d * b, h, w + h - 1, f4 // 4)
+  return unskew(h_skewed, w).reshape(d, b, h, w, f4 // 4)
+
+
+def _state_kernel(shape, rngs: nnx.Rngs, directions: int = 0) -> nnx.Param:
+  """A fan-in initialised state-to-state kernel ``shape``, stacked per direction if any."""
+  if not directions:
+    return nnx.Param(kernel_init()(rngs.params(), shape))
+  return nnx.Param(jnp.stack([kernel_init()(rngs.params(), shape) for _ in range(directions)]))
+
+
+class RowLSTM(nnx.Module):
+  """A Row LSTM layer ``[B, H, W, I] -> [B, H, W, F]`` (see the module doc).
+
+  Args:
+    in_features: I.
+    features: F, the LSTM units (at least ``num_groups``).
+    kernel_size: odd k of the ``1 x k`` state-to-state convolution; the
+      input-to-state convolution is its causal half ``1 x (k // 2 + 1)``, mask B.
+    num_groups: image channels (the colour groups of the masks).
+    rngs: initialisation randomness.
+  """
+
+  def __init__(self, in_features: int, features: int, kernel_size: int, num_groups: int,
+               *, rngs: nnx.Rngs):
+    p = kernel_size // 2
+    self.input_to_state = masked.MaskedConv(in_features, 4 * features, (1, p + 1), (0, p),
+                                            "B", num_groups=num_groups, out_tiles=4,
+                                            rngs=rngs)
+    self.state_to_state = _state_kernel((kernel_size, features, 4 * features), rngs)
+
+  def __call__(self, x_BxHxWxI: jax.Array) -> jax.Array:
+    return row_lstm(self.input_to_state(x_BxHxWxI), self.state_to_state[...])
+
+
+class DiagonalBiLSTM(nnx.Module):
+  """A Diagonal BiLSTM layer ``[B, H, W, I] -> [B, H, W, F]`` (see the module doc).
+
+  The forward direction's input-to-state map is a 1x1 mask-B convolution; the
+  backward direction's is unmasked, since its output is shifted down one row and
+  so only ever reads rows above the current pixel. For the same reason the
+  backward direction may read the image itself (``image_features > 0``): a layer
+  whose input is a mask-A map never holds pixel ``(i, W - 1)`` at or left of
+  ``(i + 1, W - 2 - k//2)`` otherwise (the mask-A ``k x k`` layer reads a pixel
+  only right of it or on the rows below), so the first pixels of a row would miss
+  the last pixel of the row above.
+
+  Args:
+    in_features: I.
+    features: F, the LSTM units per direction (at least ``num_groups``).
+    num_groups: image channels (the colour groups of the masks).
+    image_features: channels of the ``image`` argument read by the backward
+      direction (0: none).
+    rngs: initialisation randomness.
+  """
+
+  def __init__(self, in_features: int, features: int, num_groups: int, *,
+               image_features: int = 0, rngs: nnx.Rngs):
+    self.image_features = image_features
+    self.forward_input = masked.MaskedConv(in_features, 4 * features, (1, 1), (0, 0), "B",
+                                           num_groups=num_groups, out_tiles=4, rngs=rngs)
+    self.backward_input = masked.MaskedConv(in_features + image_features, 4 * features,
+                                            (1, 1), (0, 0), None, rngs=rngs)
+    self.state_to_state = _state_kernel((2, features, 4 * features), rngs, directions=2)
+
+  def __call__(self, x_BxHxWxI: jax.Array, image_BxHxWxC: jax.Array | None = None
+               ) -> jax.Array:
+    if (image_BxHxWxC is None) != (self.image_features == 0):
+      raise ValueError(f"this layer reads an image of {self.image_features} channels; "
+                       "pass image_BxHxWxC exactly when image_features > 0")
+    backward_in = x_BxHxWxI if image_BxHxWxC is None else jnp.concatenate(
+        [x_BxHxWxI, image_BxHxWxC], axis=-1)
+    pre_2xBxHxWx4F = jnp.stack([self.forward_input(x_BxHxWxI),
+                                self.backward_input(backward_in)[:, :, ::-1]])
+    fwd, bwd = diagonal_lstm(pre_2xBxHxWx4F, self.state_to_state[...])
+    bwd = bwd[:, :, ::-1]  # mirrored back: the state at (r, j) saw columns >= j
+    return fwd + jnp.pad(bwd[:, :-1], ((0, 0), (1, 0), (0, 0), (0, 0)))  # rows above only
