@@ -153,5 +153,6 @@ def sample(model: PixelRNN, key: jax.Array, num: int, method: str = "naive",
         f"pixelrnn samples with method='naive' only, got method={method!r}: the "
         "cached sampler of the pixel CNNs (per-layer caches of earlier rows) has no "
         "PixelRNN version here; pass method='naive'")
+  model = masked.premask(model)  # the masks are applied once, not at every step
   return ar.sample(lambda x: ar.conditionals(model, x), None, key, num, model.input_shape,
                    model.likelihood, method, temperature)
