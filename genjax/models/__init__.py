@@ -44,6 +44,7 @@ _REGISTRY: dict[str, str] = {
     "glow": "genjax.models.glow",
     "pixelcnn": "genjax.models.pixelcnn",
     "gated_pixelcnn": "genjax.models.gated_pixelcnn",
+    "pixelcnn_pp": "genjax.models.pixelcnn_pp",
     "dcgan": "genjax.models.dcgan",
 }
 
