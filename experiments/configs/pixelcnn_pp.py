@@ -44,6 +44,7 @@ def get_config(variant: str = "digits"):
     c.data.view = "8bit"
     c.model.features = 8
     c.model.num_resnet = 1
+    c.model.num_scales = 2
     c.model.num_mixtures = 2
     c.model.dropout = 0.1
   elif variant == "digits":

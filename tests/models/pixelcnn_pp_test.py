@@ -346,6 +346,6 @@ def test_check_config_wants_8bit_data_and_a_fitting_size():
   with pytest.raises(ValueError, match="set config.data.view='8bit'"):
     pp.check_config(config)
   config.data.view = "8bit"
-  config.model.num_scales = 4
-  with pytest.raises(ValueError, match="divisible by 8"):
+  config.model.num_scales = 5
+  with pytest.raises(ValueError, match="divisible by 16"):
     pp.check_config(config)
