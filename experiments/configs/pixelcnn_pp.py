@@ -7,8 +7,13 @@ Variants:
             python -m experiments.main --config=experiments/configs/pixelcnn_pp.py:digits \
                 --workdir=runs/pixelcnn_pp_digits
   mnist:  8-bit MNIST (28 -> 14 -> 7), 32 features, 1 block per scale, 5 logistics,
-          dropout 0.1, batch 16. Sized for ~30 minutes on one core of this CPU:
-          STEP_TIME_NOTE
+          dropout 0.1, batch 16, 3000 steps. Sized for ~30 minutes on one core of
+          this CPU. Measured under heavy contention (two trainings at higher
+          priority; the process got ~26 s of CPU in 10 min of wall time):
+          ``experiments.inspect --time_steps=10`` gave 7.9 s a step, compile 267 s,
+          19.8 GFLOP a step (XLA cost analysis). Unloaded, at the ~35 GFLOP/s one
+          core reaches on conv steps (DESIGN.md), a step is ~0.6 s: 3000 steps
+          ~30 minutes. Re-measure on an idle CPU before relying on it.
             python -m experiments.main --config=experiments/configs/pixelcnn_pp.py:mnist \
                 --workdir=runs/pixelcnn_pp_mnist
             python -m experiments.evaluate --workdir=runs/pixelcnn_pp_mnist
