@@ -93,10 +93,10 @@ def _log1mexp_from_log(log_d: jax.Array) -> jax.Array:
   return jnp.where(tiny, log_d - 0.5 * jnp.exp(log_d), exact)
 
 
-def discretized_logistic_mixture_log_prob(
-    x: jax.Array, logit_probs: jax.Array, means: jax.Array, log_scales: jax.Array,
-    num_bits: int = 8, min_log_scale: float | None = -7.0) -> jax.Array:
-  """log P(x) under a mixture of K discretized logistics, elementwise over values.
+def discretized_logistic_log_prob(
+    x: jax.Array, means: jax.Array, log_scales: jax.Array, num_bits: int = 8,
+    min_log_scale: float | None = -7.0) -> jax.Array:
+  """log P(x) under one discretized logistic, elementwise over broadcast inputs.
 
   The integers ``0 .. 2**num_bits - 1`` are the centres of equal bins on
   ``[-1, 1]`` (``c = 2 x / (2**num_bits - 1) - 1``, bin half-width
@@ -105,8 +105,50 @@ def discretized_logistic_mixture_log_prob(
   term is computed in log space: the edge bins as ``log sigmoid``, the interior
   bins as ``log(sigmoid(a) - sigmoid(b)) = log sigmoid(a) - softplus(b) +
   log(1 - exp(b - a))``, which is exact (it needs no midpoint-density fallback)
-  and finite for any mean and scale. Channels are independent here; PixelCNN++'s
-  coupling of RGB means is done by the caller, by adjusting ``means``.
+  and finite for any mean and scale.
+
+  Args:
+    x: integers in ``0 .. 2**num_bits - 1`` (e.g. uint8 pixels).
+    means: locations in ``[-1, 1]`` units (broadcast against ``x``).
+    log_scales: log-scales (broadcast against ``x``); clamped below at
+      ``min_log_scale`` (PixelCNN++ uses -7; ``None`` disables the clamp).
+    num_bits: bits per value.
+    min_log_scale: the clamp of ``log_scales``.
+
+  Returns:
+    The log-probabilities in nats, with the broadcast shape.
+
+  References:
+    Salimans, Karpathy, Chen & Kingma, "PixelCNN++: Improving the PixelCNN with
+    discretized logistic mixture likelihood and other modifications", ICLR 2017
+    (section 2.1).
+  """
+  max_value = 2 ** num_bits - 1
+  x_int = jnp.asarray(x).astype(jnp.int32)
+  dtype = jnp.result_type(means, log_scales, jnp.float32)
+  centre = x_int.astype(dtype) * (2.0 / max_value) - 1.0
+  if min_log_scale is not None:
+    log_scales = jnp.maximum(log_scales, min_log_scale)
+  inv_scale = jnp.exp(-log_scales)
+  upper = inv_scale * (centre - means + 1.0 / max_value)   # a: the bin's upper edge
+  lower = inv_scale * (centre - means - 1.0 / max_value)   # b: the bin's lower edge
+  log_cdf_upper = jax.nn.log_sigmoid(upper)                # x = 0: P(X <= upper)
+  log_sf_lower = -jax.nn.softplus(lower)                   # x = max: P(X > lower)
+  log_width = math.log(2.0 / max_value) - log_scales       # log(a - b)
+  log_mass = log_cdf_upper - jax.nn.softplus(lower) + _log1mexp_from_log(log_width)
+  return jnp.where(x_int == 0, log_cdf_upper,
+                   jnp.where(x_int == max_value, log_sf_lower, log_mass))
+
+
+def discretized_logistic_mixture_log_prob(
+    x: jax.Array, logit_probs: jax.Array, means: jax.Array, log_scales: jax.Array,
+    num_bits: int = 8, min_log_scale: float | None = -7.0) -> jax.Array:
+  """log P(x) under a mixture of K discretized logistics, elementwise over values.
+
+  Each component is a `discretized_logistic_log_prob` (bins, edge cases and
+  numerics are described there). Channels are independent here; PixelCNN++'s
+  coupling of RGB means shares one component across a pixel's channels and is
+  done by `genjax.models.pixelcnn_pp` with `discretized_logistic_log_prob`.
 
   Args:
     x: integers in ``0 .. 2**num_bits - 1`` (e.g. uint8 pixels), shape ``[...]``.
@@ -125,22 +167,38 @@ def discretized_logistic_mixture_log_prob(
     discretized logistic mixture likelihood and other modifications", ICLR 2017
     (section 2.1).
   """
+  log_prob_K = discretized_logistic_log_prob(jnp.asarray(x)[..., None], means, log_scales,
+                                             num_bits, min_log_scale)
+  return jax.nn.logsumexp(log_prob_K + jax.nn.log_softmax(logit_probs, axis=-1), axis=-1)
+
+
+def discretized_logistic_sample(
+    key: jax.Array, means: jax.Array, log_scales: jax.Array, num_bits: int = 8,
+    min_log_scale: float | None = -7.0) -> jax.Array:
+  """Draws integers from one discretized logistic per element.
+
+  Draws a logistic variable and returns the index of the bin it falls in (values
+  below the first or above the last bin go to ``0`` or ``2**num_bits - 1``).
+
+  Args:
+    key: a PRNG key.
+    means: locations in ``[-1, 1]`` units.
+    log_scales: log-scales, the shape of ``means`` (clamped as in the log-prob).
+    num_bits: bits per value.
+    min_log_scale: the clamp of ``log_scales``.
+
+  Returns:
+    ``int32`` values in ``0 .. 2**num_bits - 1``, the shape of ``means``.
+
+  References:
+    Salimans et al., "PixelCNN++", ICLR 2017.
+  """
   max_value = 2 ** num_bits - 1
-  x_int = jnp.asarray(x).astype(jnp.int32)[..., None]
-  dtype = jnp.result_type(means, log_scales, jnp.float32)
-  centre = x_int.astype(dtype) * (2.0 / max_value) - 1.0
   if min_log_scale is not None:
     log_scales = jnp.maximum(log_scales, min_log_scale)
-  inv_scale = jnp.exp(-log_scales)
-  upper = inv_scale * (centre - means + 1.0 / max_value)   # a: the bin's upper edge
-  lower = inv_scale * (centre - means - 1.0 / max_value)   # b: the bin's lower edge
-  log_cdf_upper = jax.nn.log_sigmoid(upper)                # x = 0: P(X <= upper)
-  log_sf_lower = -jax.nn.softplus(lower)                   # x = max: P(X > lower)
-  log_width = math.log(2.0 / max_value) - log_scales       # log(a - b)
-  log_mass = log_cdf_upper - jax.nn.softplus(lower) + _log1mexp_from_log(log_width)
-  log_prob_K = jnp.where(x_int == 0, log_cdf_upper,
-                         jnp.where(x_int == max_value, log_sf_lower, log_mass))
-  return jax.nn.logsumexp(log_prob_K + jax.nn.log_softmax(logit_probs, axis=-1), axis=-1)
+  y = means + jnp.exp(log_scales) * jax.random.logistic(key, means.shape, means.dtype)
+  value = jnp.round((jnp.clip(y, -2.0, 2.0) + 1.0) * (max_value / 2.0))
+  return jnp.clip(value, 0, max_value).astype(jnp.int32)
 
 
 def discretized_logistic_mixture_sample(
@@ -148,9 +206,8 @@ def discretized_logistic_mixture_sample(
     num_bits: int = 8, min_log_scale: float | None = -7.0) -> jax.Array:
   """Draws integers from the mixture of `discretized_logistic_mixture_log_prob`.
 
-  Picks a component per value from ``softmax(logit_probs)``, draws a logistic
-  variable from it and returns the index of the bin it falls in (values below the
-  first or above the last bin go to ``0`` or ``2**num_bits - 1``).
+  Picks a component per value from ``softmax(logit_probs)`` and draws from it
+  with `discretized_logistic_sample`.
 
   Args:
     key: a PRNG key.
@@ -166,7 +223,6 @@ def discretized_logistic_mixture_sample(
   References:
     Salimans et al., "PixelCNN++", ICLR 2017.
   """
-  max_value = 2 ** num_bits - 1
   logit_probs, means, log_scales = jnp.broadcast_arrays(logit_probs, means, log_scales)
   shape, num_k = logit_probs.shape[:-1], logit_probs.shape[-1]
   # Flat draws: the same numbers as shaped ones, and faster to compile on a CPU.
@@ -178,6 +234,5 @@ def discretized_logistic_mixture_sample(
   one_hot = jax.nn.one_hot(k, num_k, dtype=means.dtype)
   mean = jnp.sum(means * one_hot, axis=-1)
   log_scale = jnp.sum(log_scales * one_hot, axis=-1)
-  y = mean + jnp.exp(log_scale) * jax.random.logistic(key_l, mean.shape, mean.dtype)
-  value = jnp.round((jnp.clip(y, -2.0, 2.0) + 1.0) * (max_value / 2.0))
-  return jnp.clip(value, 0, max_value).astype(jnp.int32).reshape(shape)
+  value = discretized_logistic_sample(key_l, mean, log_scale, num_bits, None)
+  return value.reshape(shape)

@@ -45,6 +45,7 @@ _REGISTRY: dict[str, str] = {
     "pixelcnn": "genjax.models.pixelcnn",
     "gated_pixelcnn": "genjax.models.gated_pixelcnn",
     "pixelrnn": "genjax.models.pixelrnn",
+    "pixelcnn_pp": "genjax.models.pixelcnn_pp",
     "dcgan": "genjax.models.dcgan",
 }
 

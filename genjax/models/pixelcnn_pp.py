@@ -1,0 +1,419 @@
+"""PixelCNN++ (Salimans et al. 2017): a discretized logistic mixture, two shifted streams.
+
+``p(x) = prod_(i, j) p(x_ij | x_<ij)`` over pixels in raster order. Each pixel is
+a mixture of ``K = num_mixtures`` components shared by its channels:
+
+  p(x_ij | x_<ij) = sum_k pi_k prod_c DLogistic(x_ijc; mu_ck + sum_(c' < c) a_cc'k x_ijc',
+                                                s_ck)
+
+with ``DLogistic`` the discretized logistic over ``0..255`` of
+`genjax.distributions.discretized_logistic_log_prob` (edge bins to +-inf) and the
+channel coupling of the paper (G's mean shifted by ``a * R``, B's by R and G,
+``a = tanh(.)``; values in [-1, 1] units). Grey images have no coupling.
+
+The network (section 2.4 and figure 2 of the paper) has two streams of ordinary
+convolutions, shifted so that nothing sees the current or a later pixel
+(`genjax.nn.shifted`): ``u`` (down-shifted, the rows above) and ``ul``
+(down-right-shifted, above and to the left, fed ``u`` by 1x1 links); together
+they have no blind spot. Layers are gated resnet blocks ``x + a * sigmoid(b)``,
+``(a, b) = conv(dropout(concat_elu(conv(concat_elu(x)) + nin(concat_elu(aux)))))``.
+A downsampling pass (``num_scales`` scales, ``num_resnet`` blocks each, strided
+shifted convolutions between scales) stores every output; an upsampling pass
+(transposed shifted convolutions) reads them back as ``aux`` shortcuts.
+Dropout (rate ``dropout``) acts only in `loss`, with the key of the train step.
+Not included: weight normalisation and its data-dependent initialisation (the
+last convolution of each block starts scaled by 0.1 instead) and Polyak averaging.
+
+Sampling is the naive method: a ``lax.scan`` over the ``H * W`` pixels that
+reruns the network at each step and draws all channels of pixel ``t = i * W + j``
+jointly with ``jax.random.fold_in(key, t)``. PixelCNN++ models 8-bit data only.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from genjax import distributions as dist
+from genjax.models import autoregressive as ar
+from genjax.models import check_image_batch
+from genjax.nn import layers
+from genjax.nn import shifted
+
+LIKELIHOOD = "exact"
+METHODS = ("naive",)
+_MIN_LOG_SCALE = -7.0
+_DEFAULTS = dict(name="pixelcnn_pp", input_shape=None, features=32, num_resnet=2,
+                 num_scales=3, num_mixtures=10, dropout=0.0)
+
+
+class Mixture(NamedTuple):
+  """Parameters of ``p(x_ij | x_<ij)`` at every pixel (see the module doc).
+
+  Attributes:
+    logits: ``[B, H, W, K]`` unnormalised log-weights of the components.
+    means: ``[B, H, W, C, K]`` locations in [-1, 1] units (from `conditionals`:
+      already coupled to the earlier channels of the given image).
+    log_scales: ``[B, H, W, C, K]`` (clamped at -7 when used).
+    coeffs: ``[B, H, W, C * (C - 1) // 2, K]`` coupling ``a_cc'`` in the order
+      (1, 0), (2, 0), (2, 1): G from R, B from R, B from G.
+  """
+  logits: jax.Array
+  means: jax.Array
+  log_scales: jax.Array
+  coeffs: jax.Array
+
+
+def concat_elu(x: jax.Array) -> jax.Array:
+  """``elu([x, -x])``: the paper's non-linearity, doubling the features."""
+  return jax.nn.elu(jnp.concatenate([x, -x], axis=-1))
+
+
+def _dropout(key, rate: float, x: jax.Array) -> jax.Array:
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+_KERNELS = {"down": (2, 3), "down_right": (2, 2)}
+
+
+class _GatedResnet(nnx.Module):
+  """``x + a * sigmoid(b)`` with an optional auxiliary input (``gated_resnet``)."""
+
+  def __init__(self, features, kind, aux_features, *, rngs):
+    kernel = _KERNELS[kind]
+    self.conv1 = shifted.ShiftedConv(2 * features, features, kind, kernel, rngs=rngs)
+    self.aux = layers.linear(2 * aux_features, features, rngs=rngs) if aux_features else None
+    self.conv2 = shifted.ShiftedConv(2 * features, 2 * features, kind, kernel,
+                                     init_scale=0.1, rngs=rngs)
+
+  def __call__(self, x, aux, key, rate):
+    c = self.conv1(concat_elu(x))
+    if self.aux is not None:
+      c = c + self.aux(concat_elu(aux))
+    a, b = jnp.split(self.conv2(_dropout(key, rate, concat_elu(c))), 2, axis=-1)
+    return x + a * jax.nn.sigmoid(b)
+
+
+def _blocks(n, features, kind, aux_features, rngs):
+  return nnx.List([_GatedResnet(features, kind, aux_features, rngs=rngs) for _ in range(n)])
+
+
+def num_params(channels: int, num_mixtures: int) -> int:
+  """Network outputs per pixel: ``K * (1 + 2C + C(C-1)/2)`` (30 grey, 100 RGB at K=10)."""
+  return num_mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
+
+
+class PixelCNNPP(nnx.Module):
+  """The PixelCNN++ network; see `build` for the fields."""
+
+  def __init__(self, input_shape, features, num_resnet, num_scales, num_mixtures, dropout,
+               *, rngs: nnx.Rngs):
+    self.input_shape = tuple(input_shape)
+    self.num_mixtures, self.dropout = num_mixtures, float(dropout)
+    c, f = self.input_shape[-1], features
+    conv, convt = shifted.ShiftedConv, shifted.ShiftedConvTranspose
+    # Inputs get a channel of ones, so that the network can tell image from padding.
+    self.u_in = conv(c + 1, f, "down", (2, 3), rngs=rngs)
+    self.ul_in_above = conv(c + 1, f, "down", (1, 3), rngs=rngs)
+    self.ul_in_left = conv(c + 1, f, "down_right", (2, 1), rngs=rngs)
+    # Downsampling pass: scale s has num_resnet blocks; a strided conv between scales.
+    self.down_u = nnx.List([_blocks(num_resnet, f, "down", 0, rngs) for _ in range(num_scales)])
+    self.down_ul = nnx.List([_blocks(num_resnet, f, "down_right", f, rngs)
+                             for _ in range(num_scales)])
+    self.down_u_stride = nnx.List([conv(f, f, "down", (2, 3), stride=2, rngs=rngs)
+                                   for _ in range(num_scales - 1)])
+    self.down_ul_stride = nnx.List([conv(f, f, "down_right", (2, 2), stride=2, rngs=rngs)
+                                    for _ in range(num_scales - 1)])
+    # Upsampling pass, coarsest scale first: every block reads one stored output.
+    sizes = [num_resnet] + [num_resnet + 1] * (num_scales - 1)
+    self.up_u = nnx.List([_blocks(n, f, "down", f, rngs) for n in sizes])
+    self.up_ul = nnx.List([_blocks(n, f, "down_right", 2 * f, rngs) for n in sizes])
+    self.up_u_stride = nnx.List([convt(f, f, "down", (2, 3), rngs=rngs)
+                                 for _ in range(num_scales - 1)])
+    self.up_ul_stride = nnx.List([convt(f, f, "down_right", (2, 2), rngs=rngs)
+                                  for _ in range(num_scales - 1)])
+    self.out = layers.linear(f, num_params(c, num_mixtures), rngs=rngs)
+
+  def __call__(self, x_BxHxWxC: jax.Array, key: jax.Array | None = None) -> Mixture:
+    """The (uncoupled) mixture parameters at every pixel, for inputs in [-1, 1].
+
+    Args:
+      x_BxHxWxC: images in [-1, 1].
+      key: dropout randomness; None (the default) turns dropout off.
+    """
+    return _split_params(_network(self, x_BxHxWxC, key), self.input_shape[-1],
+                         self.num_mixtures)
+
+
+def _network(model: PixelCNNPP, x_in, key):
+  """The two streams; returns ``[B, H, W, num_params]``."""
+  ones = jnp.ones(x_in.shape[:-1] + (1,), x_in.dtype)
+  x_pad = jnp.concatenate([x_in, ones], axis=-1)
+  u = shifted.down_shift(model.u_in(x_pad))
+  ul = (shifted.down_shift(model.ul_in_above(x_pad))
+        + shifted.right_shift(model.ul_in_left(x_pad)))
+  keys = itertools.count()  # one dropout key per block
+
+  def block(layer, x, aux):
+    k = None if key is None else jax.random.fold_in(key, next(keys))
+    return layer(x, aux, k, model.dropout)
+
+  us, uls = [u], [ul]
+  num_scales = len(model.down_u)
+  for s in range(num_scales):
+    for u_block, ul_block in zip(model.down_u[s], model.down_ul[s]):
+      u = block(u_block, u, None)
+      ul = block(ul_block, ul, u)
+      us.append(u)
+      uls.append(ul)
+    if s < num_scales - 1:
+      u, ul = model.down_u_stride[s](u), model.down_ul_stride[s](ul)
+      us.append(u)
+      uls.append(ul)
+  u, ul = us.pop(), uls.pop()
+  for s in range(num_scales):
+    if s > 0:
+      u, ul = model.up_u_stride[s - 1](u), model.up_ul_stride[s - 1](ul)
+    for u_block, ul_block in zip(model.up_u[s], model.up_ul[s]):
+      u = block(u_block, u, us.pop())
+      ul = block(ul_block, ul, jnp.concatenate([u, uls.pop()], axis=-1))
+  assert not us and not uls
+  return model.out(jax.nn.elu(ul))
+
+
+def _split_params(out, channels: int, k: int) -> Mixture:
+  rest = out[..., k:].reshape(*out.shape[:-1], -1, k)
+  return Mixture(out[..., :k], rest[..., :channels, :], rest[..., channels:2 * channels, :],
+                 jnp.tanh(rest[..., 2 * channels:, :]))
+
+
+def _pair(c: int, earlier: int) -> int:
+  return c * (c - 1) // 2 + earlier
+
+
+def coupled_means(means_CxK: jax.Array, coeffs_PxK: jax.Array, x_C: jax.Array) -> jax.Array:
+  """``mu_c + sum_(c' < c) a_cc' x_c'`` for every channel; ``x`` in [-1, 1], ``[..., C]``.
+
+  Args:
+    means_CxK: ``[..., C, K]`` uncoupled means.
+    coeffs_PxK: ``[..., C(C-1)/2, K]`` coupling coefficients (`Mixture.coeffs`).
+    x_C: ``[..., C]`` the pixel's values in [-1, 1] (only channels < c matter for c).
+
+  Returns:
+    ``[..., C, K]``.
+
+  References:
+    Salimans et al., "PixelCNN++", ICLR 2017 (section 2.2, eq. 3).
+  """
+  rows = []
+  for c in range(means_CxK.shape[-2]):
+    m = means_CxK[..., c, :]
+    for earlier in range(c):
+      m = m + coeffs_PxK[..., _pair(c, earlier), :] * x_C[..., earlier, None]
+    rows.append(m)
+  return jnp.stack(rows, axis=-2)
+
+
+def build(config, key: jax.Array) -> PixelCNNPP:
+  """Builds a PixelCNN++ from ``config`` (the ``model`` block of an experiment config).
+
+  Args:
+    config: ``ConfigDict`` (or dict) with ``input_shape=(H, W, C)`` (8-bit images;
+      H and W divisible by ``2 ** (num_scales - 1)``) and optionally ``features``
+      (width of both streams), ``num_resnet`` (gated resnet blocks per scale in the
+      downsampling pass; one more in the upsampling pass), ``num_scales``,
+      ``num_mixtures`` (logistic components per pixel) and ``dropout`` (rate in
+      [0, 1), training only).
+    key: PRNG key of the initialisation.
+
+  Returns:
+    The `PixelCNNPP` module.
+
+  Raises:
+    ValueError: naming the field, for an unknown field or a bad value.
+
+  References:
+    Salimans, Karpathy, Chen & Kingma, "PixelCNN++: Improving the PixelCNN with
+    discretized logistic mixture likelihood and other modifications", ICLR 2017.
+  """
+  cfg = _parse(config)
+  del cfg["name"]
+  return PixelCNNPP(**cfg, rngs=nnx.Rngs(params=key))
+
+
+def _parse(config) -> dict:
+  cfg = ar.parse_config(config, _DEFAULTS, {})
+  rate = cfg["dropout"]
+  if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+    raise ValueError(f"config.model.dropout must be a rate in [0, 1), got {rate!r}")
+  h, w, _ = cfg["input_shape"]
+  factor = 2 ** (cfg["num_scales"] - 1)
+  if h % factor or w % factor:
+    raise ValueError(
+        f"config.model.num_scales={cfg['num_scales']} halves the image "
+        f"{cfg['num_scales'] - 1} times, so H and W must be divisible by {factor}, but "
+        f"input_shape is {cfg['input_shape']}; lower config.model.num_scales")
+  return cfg
+
+
+def check_config(config) -> None:
+  """The experiment-level check: 8-bit data and a valid model block.
+
+  Raises:
+    ValueError: with the fields to change.
+  """
+  if config.data.view != "8bit":
+    raise ValueError(
+        f"pixelcnn_pp models 8-bit images with a discretized logistic mixture, but "
+        f"config.data.view={config.data.view!r}; set config.data.view='8bit' (or use "
+        "pixelcnn / gated_pixelcnn with likelihood='bernoulli' for binarized data)")
+  if config.model.get("input_shape"):
+    _parse(config.model)
+
+
+def _to_input(x):
+  return ar.to_input(x, "categorical")
+
+
+def conditionals(model: PixelCNNPP, x_BxHxWxC: jax.Array, key: jax.Array | None = None
+                 ) -> Mixture:
+  """The parameters of ``p(x_ij | x_<ij)`` at every pixel (one network pass).
+
+  Args:
+    model: a `PixelCNNPP`.
+    x_BxHxWxC: uint8 images (0..255).
+    key: dropout randomness (training); None for the deterministic model.
+
+  Returns:
+    A `Mixture` whose means are coupled to the earlier channels of each pixel of
+    ``x``, so that ``p(x_ij | x_<ij) = sum_k softmax(logits)_k prod_c
+    DLogistic(x_ijc; means[c, k], log_scales[c, k])``.
+  """
+  check_image_batch({"image": x_BxHxWxC}, model.input_shape)
+  x_in = _to_input(x_BxHxWxC)
+  mix = model(x_in, key)
+  return mix._replace(means=coupled_means(mix.means, mix.coeffs, x_in))
+
+
+def pixel_log_prob(mix: Mixture, x_BxHxWxC: jax.Array) -> jax.Array:
+  """``log p(x_ij | x_<ij)`` in nats, ``[B, H, W]``, from `conditionals`' output."""
+  lp_BxHxWxCxK = dist.discretized_logistic_log_prob(
+      jnp.asarray(x_BxHxWxC)[..., None], mix.means, mix.log_scales,
+      min_log_scale=_MIN_LOG_SCALE)
+  return jax.nn.logsumexp(lp_BxHxWxCxK.sum(-2) + jax.nn.log_softmax(mix.logits, -1), -1)
+
+
+def _log_likelihood(model, batch, key):
+  check_image_batch(batch, model.input_shape)
+  lp = pixel_log_prob(conditionals(model, batch["image"], key), batch["image"])
+  return lp.reshape(lp.shape[0], -1).sum(-1)
+
+
+def log_likelihood(model: PixelCNNPP, batch, key: jax.Array | None = None) -> jax.Array:
+  """Exact ``log p(x) = sum_ij log p(x_ij | x_<ij)`` in nats, ``float32[B]``.
+
+  Deterministic: dropout is off whatever ``key``.
+
+  Args:
+    model: a `PixelCNNPP`.
+    batch: ``{"image": uint8[B, H, W, C], ...}``.
+    key: unused; kept for the family protocol.
+
+  Returns:
+    ``float32[B]``.
+
+  References:
+    Salimans et al., "PixelCNN++", ICLR 2017 (section 2.1).
+  """
+  del key
+  return _log_likelihood(model, batch, None)
+
+
+def loss(model: PixelCNNPP, batch, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """Mean negative log-likelihood in nats per example, with dropout drawn from ``key``.
+
+  Args:
+    model: a `PixelCNNPP`.
+    batch: ``{"image": uint8[B, H, W, C], ...}``.
+    key: dropout randomness (None: no dropout).
+
+  Returns:
+    ``(loss, metrics)`` with metrics ``loss``, ``nll_nats`` and ``bits_per_dim``.
+  """
+  nll = -jnp.mean(_log_likelihood(model, batch, key))
+  dims = math.prod(model.input_shape)
+  return nll, {"loss": nll, "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2.0))}
+
+
+def draw_pixel(key: jax.Array, mix: Mixture, temperature=1.0) -> jax.Array:
+  """Draws whole pixels: ``mix`` (uncoupled) fields ``[B, ...]`` -> ``int32[B, C]``.
+
+  Picks one component per pixel from ``softmax(logits / T)``, then the channels
+  in order, each from its discretized logistic with scale multiplied by ``T``
+  and mean coupled to the values (in [-1, 1] units) drawn for the earlier
+  channels, as in the likelihood. ``T -> 0`` gives the rounded mean of the
+  most probable component.
+  """
+  key_k, key_c = jax.random.split(key)
+  num_k = mix.logits.shape[-1]
+  one_hot = jax.nn.one_hot(jax.random.categorical(key_k, mix.logits / temperature),
+                           num_k)[:, None, :]
+  pick = lambda a: jnp.sum(a * one_hot, axis=-1)  # [B, n, K] -> [B, n]
+  means, coeffs = pick(mix.means), pick(mix.coeffs)
+  log_scales = jnp.maximum(pick(mix.log_scales), _MIN_LOG_SCALE) + jnp.log(temperature)
+  values = []
+  for c in range(means.shape[-1]):
+    m = means[:, c]
+    for earlier in range(c):
+      m = m + coeffs[:, _pair(c, earlier)] * _to_input(values[earlier])
+    values.append(dist.discretized_logistic_sample(
+        jax.random.fold_in(key_c, c), m, log_scales[:, c], min_log_scale=None))
+  return jnp.stack(values, axis=-1)
+
+
+def sample(model: PixelCNNPP, key: jax.Array, num: int, method: str = "naive",
+           temperature: float = 1.0) -> jax.Array:
+  """Draws ``num`` images one pixel at a time (all channels of a pixel jointly).
+
+  Args:
+    model: a `PixelCNNPP`.
+    key: PRNG key; pixel ``t = i * W + j`` uses ``fold_in(key, t)``.
+    num: number of images (static).
+    method: ``"naive"``: a ``lax.scan`` over pixels that reruns the whole network.
+    temperature: divides the mixture logits and multiplies the logistic scales.
+
+  Returns:
+    ``uint8[num, H, W, C]`` in 0..255.
+
+  Raises:
+    NotImplementedError: for ``method="cached"`` (not implemented for PixelCNN++).
+
+  References:
+    Salimans et al., "PixelCNN++", ICLR 2017.
+  """
+  if method == "cached":
+    raise NotImplementedError(
+        "pixelcnn_pp has no cached sampler (its down- and upsampling layers need "
+        "multi-resolution caches); use method='naive'")
+  if method not in METHODS:
+    raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
+  if isinstance(temperature, (int, float)) and not temperature > 0:
+    raise ValueError(f"temperature must be > 0, got {temperature}")
+  h, w, c = model.input_shape
+
+  def body(x, t):
+    i, j = t // w, t % w
+    mix = jax.tree.map(lambda a: a[:, i, j], model(_to_input(x)))
+    value = draw_pixel(jax.random.fold_in(key, t), mix, temperature)
+    return x.at[:, i, j].set(value.astype(x.dtype)), None
+
+  x0 = jnp.zeros((num, h, w, c), jnp.uint8)
+  return jax.lax.scan(body, x0, jnp.arange(h * w))[0]
