@@ -15,9 +15,9 @@ Samplers (both one compiled loop, both under ``jax.jit``):
   evaluates only the new position: O(layers * kernel) work per step. Scans run
   over rows, then columns, then channels.
 
-Randomness convention: sub-pixel ``t = (i * W + j) * C + c`` is drawn with the key
-``jax.random.fold_in(key, t)`` (`draw`), in both samplers, so for the same key
-they give the same images.
+Randomness convention: sub-pixel ``t = (i * W + j) * C + c`` is drawn from the
+noise of the key ``jax.random.fold_in(key, t)`` (`noise`, `draw`), in both
+samplers, so for the same key they give the same images.
 """
 
 from __future__ import annotations
@@ -183,16 +183,27 @@ def loss(model, batch, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
   return nll, {"loss": nll, "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2.0))}
 
 
-def draw(key: jax.Array, logits: jax.Array, likelihood: str, temperature) -> jax.Array:
+def noise(key: jax.Array, t, num: int, likelihood: str) -> jax.Array:
+  """The randomness of sub-pixel ``t`` for ``num`` images, from ``fold_in(key, t)``.
+
+  ``float32[num]`` uniforms (Bernoulli) or ``float32[num, 256]`` Gumbel noise
+  (categorical). Both samplers draw sub-pixel ``t`` from this noise, so they agree
+  exactly; the cached sampler computes a whole row's noise before its loop."""
+  k = jax.random.fold_in(key, t)
+  if likelihood == "bernoulli":
+    return jax.random.uniform(k, (num,))
+  return jax.random.gumbel(k, (num, NUM_VALUES))
+
+
+def draw(noise_B: jax.Array, logits: jax.Array, likelihood: str, temperature) -> jax.Array:
   """One sub-pixel for every example: ``logits`` ``[B]`` or ``[B, 256]`` -> int32[B].
 
-  Bernoulli draws compare one uniform per example with ``sigmoid(logits / T)``;
-  categorical draws are Gumbel-max over ``logits / T``."""
+  Bernoulli draws compare the uniform of `noise` with ``sigmoid(logits / T)``;
+  categorical draws are Gumbel-max: ``argmax(logits / T + gumbel)``."""
   logits = logits / temperature
   if likelihood == "bernoulli":
-    u = jax.random.uniform(key, logits.shape)
-    return (u < jax.nn.sigmoid(logits)).astype(jnp.int32)
-  return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+    return (noise_B < jax.nn.sigmoid(logits)).astype(jnp.int32)
+  return jnp.argmax(logits + noise_B, axis=-1).astype(jnp.int32)
 
 
 def _check_sample_args(method: str, temperature) -> None:
@@ -231,7 +242,7 @@ def sample_naive(logits_fn: Callable[[jax.Array], jax.Array], key: jax.Array, nu
   def body(x, t):
     i, j, ch = t // (w * c), t // c % w, t % c
     logits = logits_fn(x)[:, i, j, ch]
-    value = draw(jax.random.fold_in(key, t), logits, likelihood, temperature)
+    value = draw(noise(key, t, num, likelihood), logits, likelihood, temperature)
     return x.at[:, i, j, ch].set(value.astype(x.dtype)), None
 
   x0 = jnp.zeros((num, h, w, c), jnp.uint8)
@@ -278,23 +289,29 @@ def sample_cached(net: CachedNet, key: jax.Array, num: int, input_shape, likelih
   """
   h, w, c = input_shape
 
-  def channel(carry, ch, i, j):
+  def channel(carry, xs, i, j):
     cache, pixel_BxC = carry
+    ch, noise_B = xs
     logits, cache = net.pixel(cache, i, j, pixel_BxC)
-    value = draw(jax.random.fold_in(key, (i * w + j) * c + ch), logits[:, ch],
-                 likelihood, temperature)
+    value = draw(noise_B, logits[:, ch], likelihood, temperature)
     return (cache, pixel_BxC.at[:, ch].set(value.astype(jnp.uint8))), None
 
-  def column(carry, j, i):
+  def column(carry, xs, i):
     cache, x = carry
+    j, noise_CxB = xs
     pixel0 = jnp.zeros((num, c), jnp.uint8)
     (cache, pixel_BxC), _ = jax.lax.scan(
-        lambda cr, ch: channel(cr, ch, i, j), (cache, pixel0), jnp.arange(c))
+        lambda cr, xs_c: channel(cr, xs_c, i, j), (cache, pixel0),
+        (jnp.arange(c), noise_CxB))
     cache = net.commit(cache, i, j, pixel_BxC)
     return (cache, x.at[:, i, j].set(pixel_BxC)), None
 
   def row(carry, i):
-    (cache, x), _ = jax.lax.scan(lambda cr, j: column(cr, j, i), carry, jnp.arange(w))
+    # the row's noise in one vectorised call, outside the per-sub-pixel loop
+    t_WxC = (i * w + jnp.arange(w)[:, None]) * c + jnp.arange(c)[None, :]
+    noise_WxCxB = jax.vmap(jax.vmap(lambda t: noise(key, t, num, likelihood)))(t_WxC)
+    (cache, x), _ = jax.lax.scan(lambda cr, xs: column(cr, xs, i), carry,
+                                 (jnp.arange(w), noise_WxCxB))
     if net.end_row is not None:
       cache = net.end_row(cache, i, x[:, i])
     return (cache, x), None
