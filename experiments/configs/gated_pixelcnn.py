@@ -10,9 +10,11 @@ Variants:
           cycle through the classes 0..9).
   mnist:  dynamically binarized MNIST, 32 gated units per stack, 6 layers (7x7
           then 3x3 receptive fields), batch 32. Aim: <= 84 nats test NLL within 2
-          hours on a 2-core CPU. Calibration: not run yet; a layer costs about
-          21 F^2 multiply-adds per pixel (vertical 2x3 and horizontal 1x2 gated
-          convolutions and 1x1 links), a little more than PixelCNN's mnist.
+          hours on a 2-core CPU. Result: 86.80 nats after 20k steps in 96.9 min
+          on one core (0.25 s a step; 89.09 at 5k, 87.01 at 15k): the target is
+          missed on the CPU. With --config.model.features=64
+          --config.model.num_layers=10 --config.batch_size=64
+          --config.total_steps=25000 it reaches 81.65 nats in 4.4 min on an H200.
             python -m experiments.main \
                 --config=experiments/configs/gated_pixelcnn.py:mnist \
                 --workdir=runs/gated_pixelcnn_mnist
