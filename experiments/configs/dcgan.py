@@ -21,6 +21,8 @@ Variants:
             python -m experiments.benchmarks.gan_quality --minutes=12 \
                 --config=experiments/configs/dcgan.py:mnist_small \
                 --workdir=runs/gan_quality --vae_workdir=runs/vae_mnist
+          Result: FID 155.8, 134.8, 148.0 (seeds 0-2, ~2,450 steps, 9-11 CPU
+          minutes each), recall 0.47-0.52, none diverged.
   mnist_hinge: as mnist with the hinge loss and a spectrally normalised
           discriminator (Miyato et al. 2018). Result: not run yet.
   mnist_wgan_gp: as mnist with WGAN-GP (lambda 10, 5 critic steps per generator
