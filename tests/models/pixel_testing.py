@@ -74,8 +74,15 @@ def check_log_likelihood_one_pixel_at_a_time(family, model, batch, likelihood):
     else:
       total += (lt - np.logaddexp.reduce(lt, axis=-1, keepdims=True))[
           np.arange(n), x[:, i, j, c]]
+  check_likelihood_and_loss(family, model, batch, total, atol=1e-4)
+
+
+def check_likelihood_and_loss(family, model, batch, total, atol):
+  """``log_likelihood`` equals ``total`` (nats per example), and ``loss`` reports its
+  mean as ``nll_nats`` and ``bits_per_dim``."""
+  shape = np.asarray(batch["image"]).shape[1:]
   ll = call(lambda m, b: family.log_likelihood(m, b, None), model, batch)
-  np.testing.assert_allclose(ll, total, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(ll, total, rtol=1e-5, atol=atol)
   loss, metrics = call(lambda m, b: family.loss(m, b, jax.random.key(0)), model, batch)
   np.testing.assert_allclose(metrics["nll_nats"], -total.mean(), rtol=1e-5)
   np.testing.assert_allclose(metrics["bits_per_dim"],

@@ -14,6 +14,8 @@ from flax import nnx
 import genjax
 from genjax.models import pixelcnn_pp as pp
 
+import pixel_testing  # tests/models/pixel_testing.py, shared by the pixel-model tests
+
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 _jit = functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
 # One tiny architecture for every test (building compiles each kernel shape once).
@@ -38,10 +40,7 @@ def _images(shape, n=2, seed=0):
   return jnp.asarray(np.random.default_rng(seed).integers(0, 256, (n, *shape)), jnp.uint8)
 
 
-def _call(fn, model, *args, **kwargs):
-  """``fn(model, *args, **kwargs)`` under ``jax.jit`` of the split model."""
-  graphdef, state = nnx.split(model)
-  return _jit(lambda s, *a: fn(nnx.merge(graphdef, s), *a, **kwargs))(state, *args)
+_call = pixel_testing.call
 
 
 def _random_mixture(rng, lead, channels, k, scale=1.0):
@@ -239,13 +238,7 @@ def test_log_likelihood_is_the_sum_of_one_pixel_at_a_time_conditionals():
     for b in range(2):
       total[b] += _np_pixel_log_prob(x[b, i, j], *(a[t, b, i, j] for a in mix))
   batch = {"image": jnp.asarray(x)}
-  ll = _call(lambda m, b: pp.log_likelihood(m, b, None), model, batch)
-  np.testing.assert_allclose(ll, total, rtol=1e-5, atol=1e-3)
-  loss, metrics = _call(lambda m, b: pp.loss(m, b, jax.random.key(0)), model, batch)
-  np.testing.assert_allclose(metrics["nll_nats"], -total.mean(), rtol=1e-5)
-  np.testing.assert_allclose(metrics["bits_per_dim"],
-                             -total.mean() / (np.prod(shape) * np.log(2)), rtol=1e-5)
-  assert loss == metrics["loss"]
+  pixel_testing.check_likelihood_and_loss(pp, model, batch, total, atol=1e-3)
 
 
 def test_dropout_acts_in_the_loss_only():
