@@ -169,6 +169,47 @@ class RowLSTM(nnx.Module):
   def __call__(self, x_BxHxWxI: jax.Array) -> jax.Array:
     return row_lstm(self.input_to_state(x_BxHxWxI), self.state_to_state[...])
 
+  # ------------------------------------------------------------- cached evaluation
+
+  def init_cache(self, batch_size: int, height: int, width: int) -> dict:
+    """Zero caches for `at` and `end_row`: the input rows, hidden and cell rows.
+
+    ``h_*`` rows are zero-padded by ``k // 2`` columns on both sides (the
+    state-to-state window of column ``j`` is then the plain slice at ``j``);
+    ``*_prev`` hold row ``i - 1`` (zero before row 0), ``*_cur`` row ``i``.
+    """
+    k, f = self.state_to_state[...].shape[:2]
+    h = jnp.zeros((batch_size, width + k - 1, f), jnp.float32)
+    c = jnp.zeros((batch_size, width, f), jnp.float32)
+    return dict(input=self.input_to_state.init_cache(batch_size, height, width),
+                h_prev=h, h_cur=h, c_prev=c, c_cur=c)
+
+  def at(self, cache: dict, i, j, x_BxI: jax.Array) -> tuple[jax.Array, dict]:
+    """The hidden state at ``(i, j)`` from the input there and the caches.
+
+    Equal to ``self(x)[:, i, j]`` once the inputs at and before ``(i, j)`` have
+    been passed here in raster order and `end_row` has run after each earlier
+    row. O(k * I * F + k * F * F) work, whatever the image size.
+    """
+    kernel_KxFx4F = self.state_to_state[...]
+    k, f = kernel_KxFx4F.shape[:2]
+    pre_Bx4F, inputs = self.input_to_state.at(cache["input"], i, j, x_BxI)
+    window_BxKF = jax.lax.dynamic_slice_in_dim(cache["h_prev"], j, k, axis=1).reshape(-1, k * f)
+    c_BxF = jax.lax.dynamic_index_in_dim(cache["c_prev"], j, axis=1, keepdims=False)
+    h_BxF, c_BxF = lstm_update(pre_Bx4F + window_BxKF @ kernel_KxFx4F.reshape(k * f, -1),
+                               c_BxF)
+    cache = dict(cache, input=inputs,
+                 h_cur=jax.lax.dynamic_update_slice_in_dim(cache["h_cur"], h_BxF[:, None],
+                                                           j + k // 2, axis=1),
+                 c_cur=jax.lax.dynamic_update_slice_in_dim(cache["c_cur"], c_BxF[:, None],
+                                                           j, axis=1))
+    return h_BxF, cache
+
+  def end_row(self, cache: dict, image_BxWxC: jax.Array | None = None) -> dict:
+    """Makes the finished row the previous one (``image_BxWxC`` is unused)."""
+    del image_BxWxC
+    return dict(cache, h_prev=cache["h_cur"], c_prev=cache["c_cur"])
+
 
 class DiagonalBiLSTM(nnx.Module):
   """A Diagonal BiLSTM layer ``[B, H, W, I] -> [B, H, W, F]`` (see the module doc).
@@ -212,3 +253,75 @@ class DiagonalBiLSTM(nnx.Module):
     fwd, bwd = diagonal_lstm(pre_2xBxHxWx4F, self.state_to_state[...])
     bwd = bwd[:, :, ::-1]  # mirrored back: the state at (r, j) saw columns >= j
     return fwd + jnp.pad(bwd[:, :-1], ((0, 0), (1, 0), (0, 0), (0, 0)))  # rows above only
+
+  # ------------------------------------------------------------- cached evaluation
+
+  def init_cache(self, batch_size: int, height: int, width: int) -> dict:
+    """Zero caches for `at` and `end_row`.
+
+    ``inputs``: the layer's inputs on the current row (the backward direction
+    reads them at `end_row`); ``fwd_h_prev``: the forward hidden row above;
+    ``fwd_h_cur`` and ``fwd_c_cur``: the forward states of the current row,
+    shifted right by one column (column 0 is the zero state left of the image);
+    ``bwd_h_prev``: the backward hidden row above, which is also the backward
+    direction's output on the current row (shifted down one row).
+    """
+    del height
+    f = self.state_to_state[...].shape[2]
+    row = jnp.zeros((batch_size, width, f), jnp.float32)
+    padded = jnp.zeros((batch_size, width + 1, f), jnp.float32)
+    return dict(inputs=jnp.zeros((batch_size, width, self.forward_input.in_features),
+                                 jnp.float32),
+                fwd_h_prev=row, fwd_h_cur=padded, fwd_c_cur=padded, bwd_h_prev=row)
+
+  def at(self, cache: dict, i, j, x_BxI: jax.Array) -> tuple[jax.Array, dict]:
+    """The layer's output at ``(i, j)`` from the input there and the caches.
+
+    The forward direction takes one LSTM step from the states above and to the
+    left; the backward direction's output there (row ``i - 1``) was computed by
+    `end_row`. Equal to ``self(x)[:, i, j]`` once the inputs at and before ``(i,
+    j)`` have been passed here in raster order and `end_row` has run after each
+    earlier row. O(I * F + F * F) work, whatever the image size.
+    """
+    del i
+    kernel = self.state_to_state[...][0]  # forward direction: [2 taps, F, 4F]
+    take = lambda a, col: jax.lax.dynamic_index_in_dim(a, col, axis=1, keepdims=False)  # noqa: E731
+    gates_Bx4F = (self.forward_input(x_BxI) + take(cache["fwd_h_prev"], j) @ kernel[0]
+                  + take(cache["fwd_h_cur"], j) @ kernel[1])
+    h_BxF, c_BxF = lstm_update(gates_Bx4F, take(cache["fwd_c_cur"], j))
+    put = lambda a, v, col: jax.lax.dynamic_update_slice_in_dim(a, v[:, None], col, axis=1)  # noqa: E731
+    cache = dict(cache, inputs=put(cache["inputs"], x_BxI.astype(jnp.float32), j),
+                 fwd_h_cur=put(cache["fwd_h_cur"], h_BxF, j + 1),
+                 fwd_c_cur=put(cache["fwd_c_cur"], c_BxF, j + 1))
+    return h_BxF + take(cache["bwd_h_prev"], j), cache
+
+  def end_row(self, cache: dict, image_BxWxC: jax.Array | None = None) -> dict:
+    """Runs the backward direction over the finished row (right to left).
+
+    Args:
+      cache: the caches after `at` has run at every column of the row.
+      image_BxWxC: the finished image row, in [-1, 1], exactly when
+        ``image_features > 0``.
+
+    Returns:
+      The caches for the next row.
+    """
+    if (image_BxWxC is None) != (self.image_features == 0):
+      raise ValueError(f"this layer reads an image of {self.image_features} channels; "
+                       "pass image_BxWxC exactly when image_features > 0")
+    inputs = cache["inputs"] if image_BxWxC is None else jnp.concatenate(
+        [cache["inputs"], image_BxWxC.astype(jnp.float32)], axis=-1)
+    kernel = self.state_to_state[...][1]  # backward direction: [2 taps, F, 4F]
+
+    def step(carry, xs):  # column j from column j + 1 (its left in the mirror)
+      h_right, c_right = carry
+      pre_Bx4F, up_BxF = xs
+      h, c = lstm_update(pre_Bx4F + up_BxF @ kernel[0] + h_right @ kernel[1], c_right)
+      return (h, c), h
+
+    right_to_left = lambda a: jnp.moveaxis(a, 1, 0)[::-1]  # noqa: E731
+    zero = jnp.zeros_like(cache["bwd_h_prev"][:, 0])
+    _, h_WxBxF = jax.lax.scan(step, (zero, zero), (right_to_left(self.backward_input(inputs)),
+                                                   right_to_left(cache["bwd_h_prev"])))
+    return dict(cache, fwd_h_prev=cache["fwd_h_cur"][:, 1:],
+                bwd_h_prev=jnp.moveaxis(h_WxBxF[::-1], 0, 1))

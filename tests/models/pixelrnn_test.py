@@ -11,6 +11,7 @@ from flax import nnx
 
 import genjax
 from genjax.models import pixelrnn
+from genjax.nn import masked
 
 import pixel_testing  # tests/models/pixel_testing.py, shared with pixelcnn_test
 from pixel_testing import jacobian as _jacobian
@@ -92,6 +93,45 @@ def test_naive_sampling_under_jit_is_deterministic_per_key(cell, shape, likeliho
   assert not np.array_equal(a, run(state, jax.random.key(4)))
 
 
+@pytest.mark.parametrize("cell, shape, likelihood, num_layers", [
+    ("row_lstm", (4, 5, 1), "bernoulli", 2),
+    ("row_lstm", (3, 3, 3), "categorical", 1),
+    ("diagonal_bilstm", (4, 5, 1), "bernoulli", 2),
+    ("diagonal_bilstm", (3, 3, 3), "categorical", 2),
+])
+def test_cached_sampling_equals_naive_sampling(cell, shape, likelihood, num_layers):
+  model = _build(cell, shape, likelihood, features=6, num_layers=num_layers)
+  graphdef, state = nnx.split(model)
+  run = pixel_testing.jit(lambda s, k, method: pixelrnn.sample(
+      nnx.merge(graphdef, s), k, 3, method=method, temperature=0.9), static_argnums=2)
+  key = jax.random.key(3)
+  cached, naive = run(state, key, "cached"), run(state, key, "naive")
+  assert cached.dtype == jnp.uint8 and cached.shape == (3, *shape)
+  np.testing.assert_array_equal(cached, naive)
+  assert len(np.unique(np.asarray(cached))) > 1
+  assert not np.array_equal(cached, run(state, jax.random.key(4), "cached"))
+
+
+@pytest.mark.parametrize("cell", ["row_lstm", "diagonal_bilstm"])
+def test_cached_network_gives_the_full_networks_logits(cell):
+  """Position by position through the caches, on a fixed image: the same logits."""
+  shape = (4, 5, 3)
+  model = masked.premask(_build(cell, shape, "categorical", features=6, num_layers=2))
+  x = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, *shape)), jnp.uint8)
+  want = pixelrnn.conditionals(model, x)
+  net = pixelrnn.cached_net(model, 2)
+  cache, rows = net.init(), []
+  for i in range(shape[0]):
+    row = []
+    for j in range(shape[1]):
+      logits, cache = net.pixel(cache, i, j, x[:, i, j])  # the later channels are masked
+      cache = net.commit(cache, i, j, x[:, i, j])
+      row.append(logits)
+    cache = net.end_row(cache, i, x[:, i])
+    rows.append(jnp.stack(row, 1))
+  np.testing.assert_allclose(jnp.stack(rows, 1), want, atol=1e-5, rtol=1e-5)
+
+
 def test_bad_configs_and_methods_are_clear_errors():
   base = dict(name="pixelrnn", input_shape=(4, 4, 1))
   for overrides, message in [
@@ -105,8 +145,8 @@ def test_bad_configs_and_methods_are_clear_errors():
     with pytest.raises(ValueError, match=message):
       pixelrnn.build(ml_collections.ConfigDict({**base, **overrides}), jax.random.key(0))
   model = _build("row_lstm")
-  with pytest.raises(ValueError, match="method='naive' only, got method='cached'"):
-    pixelrnn.sample(model, jax.random.key(0), 2, method="cached")
+  with pytest.raises(ValueError, match="method must be"):
+    pixelrnn.sample(model, jax.random.key(0), 2, method="fast")
   with pytest.raises(ValueError, match="temperature must be > 0"):
     pixelrnn.sample(model, jax.random.key(0), 2, temperature=0.0)
   with pytest.raises(ValueError, match="PixelRNN is unconditional"):
