@@ -66,6 +66,56 @@ class _Shifted(nnx.Module):
     self.kernel = nnx.Param(kernel * init_scale)
     self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
+  # ------------------------------------------------------------- cached evaluation
+  # Both convolutions are a stride-`_read_stride` VALID convolution over their
+  # input, zero padded and (transposed) dilated by `_dilation`: the cache is that
+  # padded map, filled as the inputs become known, so an output's window is a
+  # plain slice of it (Ramachandran et al. 2017).
+
+  def _dilation(self) -> int:
+    return self.stride if isinstance(self, ShiftedConvTranspose) else 1
+
+  def _read_stride(self) -> int:
+    return 1 if isinstance(self, ShiftedConvTranspose) else self.stride
+
+  def init_cache(self, batch_size: int, height: int, width: int) -> jax.Array:
+    """A zero cache of this layer's padded input, for an input of ``height x width``."""
+    (kh, kw), d = self.kernel_size, self._dilation()
+    return jnp.zeros((batch_size, d * height + kh - 1, d * width + kw - 1, self.in_features),
+                     jnp.float32)
+
+  def write(self, cache: jax.Array, r, c, x_BxI: jax.Array) -> jax.Array:
+    """Writes the input at ``(r, c)`` (traced ints) into ``cache``."""
+    d = self._dilation()
+    return jax.lax.dynamic_update_slice(
+        cache, x_BxI[:, None, None].astype(cache.dtype),
+        (0, d * r + self.kernel_size[0] - 1, d * c + self.columns[0], 0))
+
+  def write_row(self, cache: jax.Array, r, x_BxWxI: jax.Array) -> jax.Array:
+    """Writes input row ``r`` (a traced int) into ``cache``."""
+    d, left = self._dilation(), self.columns[0]
+    row = jnp.zeros((cache.shape[0], cache.shape[2], cache.shape[3]), cache.dtype)
+    row = row.at[:, left:left + d * x_BxWxI.shape[1]:d].set(x_BxWxI.astype(cache.dtype))
+    return jax.lax.dynamic_update_slice(cache, row[:, None],
+                                        (0, d * r + self.kernel_size[0] - 1, 0, 0))
+
+  def at(self, cache: jax.Array, p, q) -> jax.Array:
+    """The output at ``(p, q)``, ``[B, O]``: equal to ``self(x)[:, p, q]`` once every
+    input it reads is in ``cache``."""
+    (kh, kw), s = self.kernel_size, self._read_stride()
+    b, n = cache.shape[0], kh * kw * self.in_features
+    window = jax.lax.dynamic_slice(cache, (0, s * p, s * q, 0), (b, kh, kw, self.in_features))
+    return window.reshape(b, n) @ self.kernel[...].reshape(n, -1) + self.bias[...]
+
+  def row_at(self, cache: jax.Array, p) -> jax.Array:
+    """Output row ``p``, ``[B, W_out, O]``: equal to ``self(x)[:, p]`` once every input
+    it reads is in ``cache``."""
+    kh, s = self.kernel_size[0], self._read_stride()
+    rows = jax.lax.dynamic_slice_in_dim(cache, s * p, kh, axis=1)
+    y = jax.lax.conv_general_dilated(rows, self.kernel[...], (1, s), "VALID",
+                                     dimension_numbers=_DIMENSIONS)
+    return y[:, 0] + self.bias[...]
+
 
 class ShiftedConv(_Shifted):
   """A down- or down-right-shifted convolution, optionally strided (see module doc).

@@ -302,6 +302,48 @@ def test_sampling_is_jitted_deterministic_and_follows_the_conditionals():
   np.testing.assert_array_equal(cold[clear], want[clear])
 
 
+@pytest.mark.parametrize("shape, kw", [
+    ((8, 8, 3), {}),                              # three scales: 8x8, 4x4, 2x2
+    ((4, 8, 1), {"num_scales": 2, "num_resnet": 2}),
+    ((4, 4, 3), {"num_scales": 1}),
+])
+def test_cached_sampling_equals_naive_sampling(shape, kw):
+  model = _model(shape, **kw)
+  graphdef, state = nnx.split(model)
+  run = _jit(lambda s, k, method: pp.sample(nnx.merge(graphdef, s), k, 2, method=method,
+                                            temperature=0.9), static_argnums=2)
+  key = jax.random.key(5)
+  cached, naive = run(state, key, "cached"), run(state, key, "naive")
+  assert cached.dtype == jnp.uint8 and cached.shape == (2, *shape)
+  np.testing.assert_array_equal(cached, naive)
+  assert len(np.unique(np.asarray(cached))) > 10
+  assert not np.array_equal(cached, run(state, jax.random.key(6), "cached"))
+
+
+def test_cached_network_gives_the_full_networks_mixture():
+  """Row and pixel passes over a fixed image give the mixture of one full pass."""
+  shape = (8, 8, 3)
+  model = _model(shape)
+  x = jnp.asarray(np.random.default_rng(2).integers(0, 256, (2, *shape)), jnp.uint8)
+  want = _call(lambda m, v: m(pp._to_input(v)), model, x)  # pylint: disable=protected-access
+
+  def walk(m, v):
+    caches, got = pp._init_caches(m, 2), []  # pylint: disable=protected-access
+    for i in range(8):
+      caches = pp._u_rows(m, caches, i, [s for s in range(3) if i % 2 ** s == 0])  # pylint: disable=protected-access
+      for j in range(8):
+        active = [s for s in range(3) if i % 2 ** s == 0 and j % 2 ** s == 0]
+        mix, caches = pp._ul_pixel(m, caches, i, j, active)  # pylint: disable=protected-access
+        caches = pp._write_pixel(m, caches, i, j, v[:, i, j])  # pylint: disable=protected-access
+        got.append(mix)
+    return jax.tree.map(lambda *a: jnp.stack(a, 1).reshape(2, 8, 8, *a[0].shape[1:]), *got)
+
+  got = _call(walk, model, x)
+  for name in pp.Mixture._fields:
+    np.testing.assert_allclose(getattr(got, name), getattr(want, name), rtol=1e-4, atol=1e-4,
+                               err_msg=name)
+
+
 # ------------------------------------------------------- errors
 
 
@@ -320,9 +362,7 @@ def test_bad_configs_and_arguments_are_clear_errors():
     with pytest.raises(ValueError, match=message):
       pp.build(ml_collections.ConfigDict({**base, **overrides}), jax.random.key(0))
   model = _model((4, 4, 3))
-  with pytest.raises(NotImplementedError, match="no cached sampler"):
-    pp.sample(model, jax.random.key(0), 2, method="cached")
-  with pytest.raises(ValueError, match="method must be one of 'naive'"):
+  with pytest.raises(ValueError, match="method must be one of 'cached', 'naive'"):
     pp.sample(model, jax.random.key(0), 2, method="fast")
   with pytest.raises(ValueError, match="temperature must be > 0"):
     pp.sample(model, jax.random.key(0), 2, temperature=0.0)
