@@ -1,13 +1,15 @@
 r"""Images per second of naive and cached autoregressive sampling.
 
-  python -m experiments.benchmarks.ar_sampling [--models=pixelcnn,gated_pixelcnn] \
-      [--batch_sizes=1,64] [--repeats=1] [--quick]
+  python -m experiments.benchmarks.ar_sampling \
+      [--models=pixelcnn,gated_pixelcnn,pixelrnn,pixelcnn_pp] \
+      [--batch_sizes=1,64] [--repeats=1] [--naive_rows=R] [--quick]
 
 For each model, each image shape (28x28x1 binarized, 32x32x3 8-bit) and each
 batch size, builds the model of the ``mnist`` config variant (with its
-likelihood switched to fit the shape; random parameters: speed does not depend
-on them), compiles ``family.sample`` for ``method="naive"`` (the whole network
-per sub-pixel) and ``method="cached"`` (O(layers * kernel) per sub-pixel), and
+likelihood switched to fit the shape; PixelCNN++ models 8-bit data only, so its
+28x28x1 images are 8-bit; random parameters: speed does not depend on them),
+compiles ``family.sample`` for ``method="naive"`` (the whole network per
+sub-pixel) and ``method="cached"`` (O(layers * kernel) per sub-pixel), and
 prints the compile seconds and images/s of each, and their ratio. With
 ``--naive_rows=R`` the naive sampler draws only the first R rows (a scan of
 ``R * W * C`` whole-network steps) and its images/s is scaled by ``R / H``: the
@@ -24,7 +26,8 @@ from absl import flags
 
 from experiments import common
 
-_MODELS = flags.DEFINE_list("models", ["pixelcnn", "gated_pixelcnn"], "families to run")
+_MODELS = flags.DEFINE_list("models", ["pixelcnn", "gated_pixelcnn", "pixelrnn", "pixelcnn_pp"],
+                            "families to run")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64"], "images per sampling call")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "timed calls per setting")
 _QUICK = flags.DEFINE_bool("quick", False, "tiny settings, to check that it runs")
@@ -40,9 +43,13 @@ def _model(name: str, shape, likelihood: str):
   from genjax import models  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"experiments.configs.{name}").get_config("mnist").model
   config.input_shape = shape
-  config.likelihood = likelihood
-  if _QUICK.value:
-    config.features, config.output_features, config.num_layers = 16, 16, 2
+  if name == "pixelcnn_pp":  # 8-bit only; its quick size is the smoke variant's
+    if _QUICK.value:
+      config.features, config.num_resnet, config.num_scales = 8, 1, 2
+  else:
+    config.likelihood = likelihood
+    if _QUICK.value:
+      config.features, config.output_features, config.num_layers = 16, 16, 2
   return models.get(name), models.get(name).build(config, jax.random.key(0))
 
 
@@ -50,9 +57,12 @@ def _sample(family, model, key, num: int, method: str, rows: int):
   """``family.sample``; for ``method="naive"`` only the first ``rows`` rows."""
   from genjax.models import autoregressive as ar  # pylint: disable=g-import-not-at-top
   from genjax.nn import masked  # pylint: disable=g-import-not-at-top
+  from genjax.models import pixelcnn_pp  # pylint: disable=g-import-not-at-top
   h, w, c = model.input_shape
   if method == "cached" or rows >= h:
     return family.sample(model, key, num, method=method)
+  if family is pixelcnn_pp:  # one step per pixel, all channels at once
+    return pixelcnn_pp.sample_naive(model, key, num, num_steps=rows * w)
   model = masked.premask(model)  # as family.sample does
   return ar.sample_naive(lambda x: family.conditionals(model, x), key, num,
                          model.input_shape, model.likelihood, num_steps=rows * w * c)
