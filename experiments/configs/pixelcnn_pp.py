@@ -26,7 +26,7 @@ Variants:
 
 The likelihood is exact (a discretized logistic mixture per pixel), so
 ``experiments.evaluate`` reports bits/dim on the 8-bit data directly. Samples use
-the naive sampler (the whole network per pixel): ``H * W`` network passes.
+the cached sampler (``genjax.models.pixelcnn_pp.sample(method="cached")``).
 """
 
 from __future__ import annotations

@@ -28,8 +28,8 @@ triangle above each pixel).
 
 The likelihood is exact (``log_likelihood`` sums the conditionals), so
 ``experiments.evaluate`` needs no importance samples. Samples are drawn with the
-naive sampler (the whole network per sub-pixel: 784 network passes for a 28x28
-image), so the MNIST variants draw few samples and only at the end.
+cached sampler (``genjax.models.pixelrnn.sample(method="cached")``: one LSTM step
+per layer and sub-pixel); the MNIST variants draw 16 and only at the end.
 """
 
 from __future__ import annotations
@@ -53,6 +53,6 @@ def get_config(variant: str = "digits"):
     c.total_steps = 20_000
     c.optimizer.grad_clip_norm = 1.0
     c.model.num_layers = 4
-    c.sample_every = 0  # naive sampling: 784 network passes per image
+    c.sample_every = 0  # only at the end
     c.num_samples = 16
   return c
