@@ -9,7 +9,8 @@ a mixture of ``K = num_mixtures`` components shared by its channels:
 with ``DLogistic`` the discretized logistic over ``0..255`` of
 `genjax.distributions.discretized_logistic_log_prob` (edge bins to +-inf) and the
 channel coupling of the paper (G's mean shifted by ``a * R``, B's by R and G,
-``a = tanh(.)``; values in [-1, 1] units). Grey images have no coupling.
+``a = tanh(.)``; values in [-1, 1] units). Grey images have no coupling. The
+mixture lives in `genjax.models.logistic_mixture`; its names are re-exported here.
 
 The network (section 2.4 and figure 2 of the paper) has two streams of ordinary
 convolutions, shifted so that nothing sees the current or a later pixel
@@ -36,40 +37,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from genjax import distributions as dist
 from genjax.models import autoregressive as ar
 from genjax.models import check_image_batch
+from genjax.models.logistic_mixture import (  # re-exported: the likelihood of this family
+    Mixture, coupled_means, draw_pixel, num_params, pixel_log_prob, split_params)
 from genjax.nn import layers
 from genjax.nn import shifted
 
 LIKELIHOOD = "exact"
 METHODS = ("cached", "naive")
-_MIN_LOG_SCALE = -7.0
 _DEFAULTS = dict(name="pixelcnn_pp", input_shape=None, features=32, num_resnet=2,
                  num_scales=3, num_mixtures=10, dropout=0.0)
-
-
-class Mixture(NamedTuple):
-  """Parameters of ``p(x_ij | x_<ij)`` at every pixel (see the module doc).
-
-  Attributes:
-    logits: ``[B, H, W, K]`` unnormalised log-weights of the components.
-    means: ``[B, H, W, C, K]`` locations in [-1, 1] units (from `conditionals`:
-      already coupled to the earlier channels of the given image).
-    log_scales: ``[B, H, W, C, K]`` (clamped at -7 when used).
-    coeffs: ``[B, H, W, C * (C - 1) // 2, K]`` coupling ``a_cc'`` in the order
-      (1, 0), (2, 0), (2, 1): G from R, B from R, B from G.
-  """
-  logits: jax.Array
-  means: jax.Array
-  log_scales: jax.Array
-  coeffs: jax.Array
 
 
 def concat_elu(x: jax.Array) -> jax.Array:
@@ -107,11 +90,6 @@ class _GatedResnet(nnx.Module):
 
 def _blocks(n, features, kind, aux_features, rngs):
   return nnx.List([_GatedResnet(features, kind, aux_features, rngs=rngs) for _ in range(n)])
-
-
-def num_params(channels: int, num_mixtures: int) -> int:
-  """Network outputs per pixel: ``K * (1 + 2C + C(C-1)/2)`` (30 grey, 100 RGB at K=10)."""
-  return num_mixtures * (1 + 2 * channels + channels * (channels - 1) // 2)
 
 
 class PixelCNNPP(nnx.Module):
@@ -152,7 +130,7 @@ class PixelCNNPP(nnx.Module):
       x_BxHxWxC: images in [-1, 1].
       key: dropout randomness; None (the default) turns dropout off.
     """
-    return _split_params(_network(self, x_BxHxWxC, key), self.input_shape[-1],
+    return split_params(_network(self, x_BxHxWxC, key), self.input_shape[-1],
                          self.num_mixtures)
 
 
@@ -190,39 +168,6 @@ def _network(model: PixelCNNPP, x_in, key):
       ul = block(ul_block, ul, jnp.concatenate([u, uls.pop()], axis=-1))
   assert not us and not uls
   return model.out(jax.nn.elu(ul))
-
-
-def _split_params(out, channels: int, k: int) -> Mixture:
-  rest = out[..., k:].reshape(*out.shape[:-1], -1, k)
-  return Mixture(out[..., :k], rest[..., :channels, :], rest[..., channels:2 * channels, :],
-                 jnp.tanh(rest[..., 2 * channels:, :]))
-
-
-def _pair(c: int, earlier: int) -> int:
-  return c * (c - 1) // 2 + earlier
-
-
-def coupled_means(means_CxK: jax.Array, coeffs_PxK: jax.Array, x_C: jax.Array) -> jax.Array:
-  """``mu_c + sum_(c' < c) a_cc' x_c'`` for every channel; ``x`` in [-1, 1], ``[..., C]``.
-
-  Args:
-    means_CxK: ``[..., C, K]`` uncoupled means.
-    coeffs_PxK: ``[..., C(C-1)/2, K]`` coupling coefficients (`Mixture.coeffs`).
-    x_C: ``[..., C]`` the pixel's values in [-1, 1] (only channels < c matter for c).
-
-  Returns:
-    ``[..., C, K]``.
-
-  References:
-    Salimans et al., "PixelCNN++", ICLR 2017 (section 2.2, eq. 3).
-  """
-  rows = []
-  for c in range(means_CxK.shape[-2]):
-    m = means_CxK[..., c, :]
-    for earlier in range(c):
-      m = m + coeffs_PxK[..., _pair(c, earlier), :] * x_C[..., earlier, None]
-    rows.append(m)
-  return jnp.stack(rows, axis=-2)
 
 
 def build(config, key: jax.Array) -> PixelCNNPP:
@@ -306,14 +251,6 @@ def conditionals(model: PixelCNNPP, x_BxHxWxC: jax.Array, key: jax.Array | None 
   return mix._replace(means=coupled_means(mix.means, mix.coeffs, x_in))
 
 
-def pixel_log_prob(mix: Mixture, x_BxHxWxC: jax.Array) -> jax.Array:
-  """``log p(x_ij | x_<ij)`` in nats, ``[B, H, W]``, from `conditionals`' output."""
-  lp_BxHxWxCxK = dist.discretized_logistic_log_prob(
-      jnp.asarray(x_BxHxWxC)[..., None], mix.means, mix.log_scales,
-      min_log_scale=_MIN_LOG_SCALE)
-  return jax.nn.logsumexp(lp_BxHxWxCxK.sum(-2) + jax.nn.log_softmax(mix.logits, -1), -1)
-
-
 def _log_likelihood(model, batch, key):
   check_image_batch(batch, model.input_shape)
   lp = pixel_log_prob(conditionals(model, batch["image"], key), batch["image"])
@@ -354,32 +291,6 @@ def loss(model: PixelCNNPP, batch, key: jax.Array | None = None) -> tuple[jax.Ar
   nll = -jnp.mean(_log_likelihood(model, batch, key))
   dims = math.prod(model.input_shape)
   return nll, {"loss": nll, "nll_nats": nll, "bits_per_dim": nll / (dims * math.log(2.0))}
-
-
-def draw_pixel(key: jax.Array, mix: Mixture, temperature=1.0) -> jax.Array:
-  """Draws whole pixels: ``mix`` (uncoupled) fields ``[B, ...]`` -> ``int32[B, C]``.
-
-  Picks one component per pixel from ``softmax(logits / T)``, then the channels
-  in order, each from its discretized logistic with scale multiplied by ``T``
-  and mean coupled to the values (in [-1, 1] units) drawn for the earlier
-  channels, as in the likelihood. ``T -> 0`` gives the rounded mean of the
-  most probable component.
-  """
-  key_k, key_c = jax.random.split(key)
-  num_k = mix.logits.shape[-1]
-  one_hot = jax.nn.one_hot(jax.random.categorical(key_k, mix.logits / temperature),
-                           num_k)[:, None, :]
-  pick = lambda a: jnp.sum(a * one_hot, axis=-1)  # [B, n, K] -> [B, n]
-  means, coeffs = pick(mix.means), pick(mix.coeffs)
-  log_scales = jnp.maximum(pick(mix.log_scales), _MIN_LOG_SCALE) + jnp.log(temperature)
-  values = []
-  for c in range(means.shape[-1]):
-    m = means[:, c]
-    for earlier in range(c):
-      m = m + coeffs[:, _pair(c, earlier)] * _to_input(values[earlier])
-    values.append(dist.discretized_logistic_sample(
-        jax.random.fold_in(key_c, c), m, log_scales[:, c], min_log_scale=None))
-  return jnp.stack(values, axis=-1)
 
 
 # ------------------------------------------------------------------ cached sampling
@@ -523,7 +434,7 @@ def _ul_pixel(model: PixelCNNPP, caches: dict, i, j, active) -> tuple[Mixture, d
       caches[name] = model.up_ul_stride[level].write(caches[name], *at(s), ul)
   assert not uls
   out = model.out(jax.nn.elu(ul))
-  return _split_params(out, model.input_shape[-1], model.num_mixtures), caches
+  return split_params(out, model.input_shape[-1], model.num_mixtures), caches
 
 
 def _write_pixel(model: PixelCNNPP, caches: dict, i, j, x_BxC: jax.Array) -> dict:
