@@ -88,3 +88,20 @@ def check_likelihood_and_loss(family, model, batch, total, atol):
   np.testing.assert_allclose(metrics["bits_per_dim"],
                              -total.mean() / (np.prod(shape) * np.log(2)), rtol=1e-5)
   assert loss == metrics["loss"]
+
+
+def check_cached_sampling_equals_naive(sample, model, num, max_value, min_distinct=2,
+                                       **kwargs):
+  """``sample(model, key, num, method=..., temperature=0.9, **kwargs)`` under jit gives the
+  same uint8 images for both methods and one key, and other images for another key."""
+  graphdef, state = nnx.split(model)
+  run = jit(lambda s, k, method: sample(nnx.merge(graphdef, s), k, num, method=method,
+                                        temperature=0.9, **kwargs), static_argnums=2)
+  key = jax.random.key(3)
+  cached, naive = run(state, key, "cached"), run(state, key, "naive")
+  assert cached.dtype == jnp.uint8 and cached.shape == (num, *model.input_shape)
+  np.testing.assert_array_equal(cached, naive)
+  assert int(cached.max()) <= max_value
+  assert len(np.unique(np.asarray(cached))) >= min_distinct
+  assert not np.array_equal(cached, run(state, jax.random.key(4), "cached"))
+

@@ -308,16 +308,8 @@ def test_sampling_is_jitted_deterministic_and_follows_the_conditionals():
     ((4, 4, 3), {"num_scales": 1}),
 ])
 def test_cached_sampling_equals_naive_sampling(shape, kw):
-  model = _model(shape, **kw)
-  graphdef, state = nnx.split(model)
-  run = _jit(lambda s, k, method: pp.sample(nnx.merge(graphdef, s), k, 2, method=method,
-                                            temperature=0.9), static_argnums=2)
-  key = jax.random.key(5)
-  cached, naive = run(state, key, "cached"), run(state, key, "naive")
-  assert cached.dtype == jnp.uint8 and cached.shape == (2, *shape)
-  np.testing.assert_array_equal(cached, naive)
-  assert len(np.unique(np.asarray(cached))) > 10
-  assert not np.array_equal(cached, run(state, jax.random.key(6), "cached"))
+  pixel_testing.check_cached_sampling_equals_naive(pp.sample, _model(shape, **kw), 2, 255,
+                                                   min_distinct=10)
 
 
 def test_cached_network_gives_the_full_networks_mixture():

@@ -80,18 +80,9 @@ def test_gated_pixelcnn_has_no_blind_spot_and_pixelcnn_has_one():
 ])
 def test_cached_sampling_equals_naive_sampling(name, shape, likelihood, classes):
   kw = {"num_classes": classes} if classes else {}
-  model = _build(name, shape, likelihood, **kw)
-  family = FAMILIES[name]
-  graphdef, state = nnx.split(model)
-  run = _jit(lambda s, k, method: family.sample(nnx.merge(graphdef, s), k, 3, method=method,
-                                                temperature=0.9), static_argnums=2)
-  key = jax.random.key(3)
-  cached, naive = run(state, key, "cached"), run(state, key, "naive")
-  assert cached.dtype == jnp.uint8 and cached.shape == (3, *shape)
-  np.testing.assert_array_equal(cached, naive)
-  assert int(cached.max()) <= (1 if likelihood == "bernoulli" else 255)
-  assert len(np.unique(np.asarray(cached))) > 1
-  assert not np.array_equal(cached, run(state, jax.random.key(4), "cached"))
+  pixel_testing.check_cached_sampling_equals_naive(
+      FAMILIES[name].sample, _build(name, shape, likelihood, **kw), 3,
+      1 if likelihood == "bernoulli" else 255)
 
 
 @pytest.mark.parametrize("name, shape, likelihood", [
