@@ -8,14 +8,11 @@ Variants:
                 --workdir=runs/pixelrnn_digits
   mnist:  dynamically binarized MNIST, a 7x7 mask-A layer then 4 residual Diagonal
           BiLSTM layers of 16 units (the paper's best MNIST model has 7 layers of
-          16 units and reaches 79.20 nats), batch 32. Not run yet. Step time, measured
-          with `python -m experiments.inspect --config=...:mnist --time_steps=5` on
-          the 2-core CPU while two other trainings and a test run held the cores
-          (load ~8), so an upper bound: 11.7 s (diagonal_bilstm, 1.7 GFLOP, 2.9 GB
-          accessed) and 11.3 s (row_lstm, 1.7 GFLOP, 0.8 GB): the two cells cost
-          about the same here, so the default is the paper's best, diagonal_bilstm.
-          At such step times 20k steps are days, not hours: measure again on idle
-          cores (or an accelerator) before launching.
+          16 units and reaches 79.20 nats), batch 32. Not run yet. Step time on
+          the idle 2-core CPU (`python -m experiments.inspect --config=...:mnist
+          --time_steps=5`): 0.31 s (diagonal_bilstm, 1.75 GFLOP) and 0.27 s
+          (row_lstm, 1.67 GFLOP), so 20k steps take about 1h45m. (An earlier
+          11 s was measured while two trainings and a test run held the cores.)
             python -m experiments.main --config=experiments/configs/pixelrnn.py:mnist \
                 --workdir=runs/pixelrnn_mnist
             python -m experiments.evaluate --workdir=runs/pixelrnn_mnist
