@@ -8,7 +8,9 @@ Variants:
                 --workdir=runs/pixelrnn_digits
   mnist:  dynamically binarized MNIST, a 7x7 mask-A layer then 4 residual Diagonal
           BiLSTM layers of 16 units (the paper's best MNIST model has 7 layers of
-          16 units and reaches 79.20 nats), batch 32. Not run yet. Step time on
+          16 units and reaches 79.20 nats), batch 32. A 4,000-step run
+          (--config.total_steps=4000) reached 88.40 nats on the test split in
+          20.9 min on both cores of the idle 2-core CPU. Step time on
           the idle 2-core CPU (`python -m experiments.inspect --config=...:mnist
           --time_steps=5`): 0.31 s (diagonal_bilstm, 1.75 GFLOP) and 0.27 s
           (row_lstm, 1.67 GFLOP), so 20k steps take about 1h45m. (An earlier
