@@ -206,7 +206,8 @@ def draw(noise_B: jax.Array, logits: jax.Array, likelihood: str, temperature) ->
   return jnp.argmax(logits + noise_B, axis=-1).astype(jnp.int32)
 
 
-def _check_sample_args(method: str, temperature) -> None:
+def check_sample_args(method: str, temperature) -> None:
+  """Raises ValueError for a method not in `METHODS` or a temperature <= 0."""
   if method not in METHODS:
     raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
   if isinstance(temperature, (int, float)) and not temperature > 0:
@@ -323,7 +324,7 @@ def sample_cached(net: CachedNet, key: jax.Array, num: int, input_shape, likelih
 def sample(logits_fn, cached_net: CachedNet, key, num, input_shape, likelihood,
            method: str = "cached", temperature=1.0) -> jax.Array:
   """Dispatches to `sample_cached` or `sample_naive` (``method``)."""
-  _check_sample_args(method, temperature)
+  check_sample_args(method, temperature)
   if method == "naive":
     return sample_naive(logits_fn, key, num, input_shape, likelihood, temperature)
   return sample_cached(cached_net, key, num, input_shape, likelihood, temperature)

@@ -50,7 +50,6 @@ from genjax.nn import layers
 from genjax.nn import shifted
 
 LIKELIHOOD = "exact"
-METHODS = ("cached", "naive")
 _DEFAULTS = dict(name="pixelcnn_pp", input_shape=None, features=32, num_resnet=2,
                  num_scales=3, num_mixtures=10, dropout=0.0)
 
@@ -500,10 +499,7 @@ def sample(model: PixelCNNPP, key: jax.Array, num: int, method: str = "cached",
     Ramachandran et al., "Fast Generation for Convolutional Autoregressive Models",
     ICLR 2017 workshop (``method="cached"``).
   """
-  if method not in METHODS:
-    raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
-  if isinstance(temperature, (int, float)) and not temperature > 0:
-    raise ValueError(f"temperature must be > 0, got {temperature}")
+  ar.check_sample_args(method, temperature)
   if method == "cached":
     return _sample_cached(model, key, num, temperature)
   return sample_naive(model, key, num, temperature)
