@@ -58,14 +58,31 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    out = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data=ocp.args.JsonRestore()))
+    try:
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=ocp.args.JsonRestore()))
+    except ValueError as e:  # orbax: a tree-structure or shape mismatch
+      raise ValueError(
+          f"the checkpoint at step {step} in {self.directory} does not fit the "
+          f"model and optimizer this config builds ({_mismatch_summary(str(e))}). "
+          "It was written by a different config: use a new --workdir, or launch "
+          "with the config the run was trained with.") from e
     return out["state"], dict(out["data"] or {}), step
 
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _mismatch_summary(message: str, limit: int = 6) -> str:
+  """The mismatched paths of an orbax restore error, or its first sentence."""
+  paths = [line[:-1] for line in message.splitlines()[1:]
+           if line.endswith(":") and not line[:1].isspace()]
+  if not paths:
+    return message.splitlines()[0].split(". ")[0] if message else "no detail"
+  more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
+  return "entries that differ: " + ", ".join(paths[:limit]) + more
 
 
 def abstract_like(state: Any, sharding=None) -> Any:

@@ -197,7 +197,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   config = prepare_config(config)
   if (workdir / "config.json").exists():
     _check_resumable(load_config(workdir), config)
-  save_config(config, workdir)
   family = models.get(config.model.name)
 
   mesh = train_lib.make_mesh(devices)
@@ -230,10 +229,15 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     graphdef, abstract_state = nnx.split(abstract)
     abstract_state = ckpt_lib.abstract_like(
         abstract_state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    state, data_state, start = ckpt.restore(abstract_state)
+    try:
+      state, data_state, start = ckpt.restore(abstract_state)
+    except BaseException:
+      ckpt.close()  # else orbax's threads print a traceback at exit
+      raise
     if data_state:
       it.set_state(data_state)
     _log(f"genjax: resuming {workdir} from checkpoint step {start}")
+  save_config(config, workdir)  # only once the checkpoint (if any) fits it
 
   ts_view = nnx.merge(graphdef, state)
   num_params = train_lib.count_params(ts_view.model)

@@ -239,6 +239,22 @@ def test_changed_model_config_is_refused_on_resume(trained, data_dir):
   assert proc.returncode != 0 and "cannot change" in proc.stderr and "model" in proc.stderr
 
 
+def test_checkpoint_of_another_model_gets_a_clear_error_and_no_config(
+    trained, tmp_path, data_dir):
+  """Checkpoints without their config.json (copied, or the file deleted) that a
+  different model wrote: the restore fails with the fix, and no config.json claims
+  the directory for the new model."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(trained.workdir / "checkpoints", tmp_path / "checkpoints")
+  proc = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
+               f"--workdir={tmp_path}", "--config.model.latent_dim=7"],
+              data_dir, check=False)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr
+  assert "does not fit the model and optimizer" in proc.stderr, proc.stderr
+  assert "new --workdir" in proc.stderr
+  assert not (tmp_path / "config.json").exists()
+
+
 GAN_CONFIG = "experiments/configs/dcgan.py"
 
 

@@ -44,6 +44,7 @@ def get_config(variant: str = "digits"):
   elif base.startswith("mnist"):
     c.model.features = 64
     c.model.num_layers = 10
+    c.optimizer.learning_rate = 1e-3
     c.total_steps = 8_500  # ~0.69 s a step on both cores of this CPU: ~100 minutes
     c.eval_every = 4_250
     c.sample_every = 8_500
