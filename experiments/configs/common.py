@@ -57,3 +57,9 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.num_samples = 16
   c.optimizer.warmup_steps = 2
   return c
+
+
+def unknown_variant(name: str, variant: str, variants) -> ValueError:
+  """The error for a variant that ``experiments/configs/<name>.py`` does not have."""
+  return ValueError(f"unknown variant {variant!r} of {name}; choose one of "
+                    f"{', '.join(variants)} (experiments/configs/{name}.py:<variant>)")

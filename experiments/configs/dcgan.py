@@ -26,7 +26,8 @@ Variants:
   mnist_hinge: as mnist with the hinge loss and a spectrally normalised
           discriminator (Miyato et al. 2018). Result: not run yet.
   mnist_wgan_gp: as mnist with WGAN-GP (lambda 10, 5 critic steps per generator
-          step, Adam(1e-4, b1=0.5, b2=0.9)). Result: not run yet.
+          step, each on its own 64 real images, so a batch of 320; Adam(1e-4,
+          b1=0.5, b2=0.9)). Result: not run yet.
   mnist_cond: as mnist, class-conditional (projection discriminator). Result:
           not run yet.
 """
@@ -34,6 +35,10 @@ Variants:
 from __future__ import annotations
 
 from experiments.configs import common
+
+
+VARIANTS = ("smoke", "digits", "mnist", "mnist_small", "mnist_hinge", "mnist_wgan_gp",
+            "mnist_cond")
 
 
 def get_config(variant: str = "digits"):
@@ -99,6 +104,7 @@ def get_config(variant: str = "digits"):
     elif variant == "mnist_wgan_gp":
       c.model.loss = "wgan_gp"
       c.model.d_steps = 5
+      c.batch_size = 64 * c.model.d_steps  # each critic step takes its own 64
       c.model.g_norm = "none"
       c.optimizer.b1, c.optimizer.b2 = 0.5, 0.9
       c.optimizer.generator = dict(learning_rate=1e-4)
@@ -106,7 +112,5 @@ def get_config(variant: str = "digits"):
     elif variant == "mnist_cond":
       c.model.num_classes = 10
   else:
-    raise ValueError(
-        f"unknown variant {variant!r} of dcgan; choose smoke, digits, mnist, mnist_small, "
-        "mnist_hinge, mnist_wgan_gp or mnist_cond")
+    raise common.unknown_variant("dcgan", variant, VARIANTS)
   return c

@@ -26,17 +26,19 @@ Variants:
 
 from __future__ import annotations
 
+from experiments.configs import common
 from experiments.configs import pixelcnn
 
 
+VARIANTS = ("smoke", "digits", "digits_conditional", "mnist", "mnist_conditional",
+            "mnist8bit")
+
+
 def get_config(variant: str = "digits"):
+  if variant not in VARIANTS:
+    raise common.unknown_variant("gated_pixelcnn", variant, VARIANTS)
   base, _, conditional = variant.partition("_")
-  if conditional not in ("", "conditional") or base not in (
-      "smoke", "digits", "mnist", "mnist8bit"):
-    raise ValueError(
-        f"unknown variant {variant!r} of gated_pixelcnn; choose smoke, digits, "
-        "digits_conditional, mnist, mnist_conditional or mnist8bit")
-  c = pixelcnn.get_config(base)  # the same data, schedule and sizes, except:
+  c = pixelcnn.shared(base)  # the data, logging and checkpoints of every pixel model
   c.model.name = "gated_pixelcnn"
   c.model.num_classes = 10 if conditional else 0
   if base == "smoke":
@@ -44,7 +46,6 @@ def get_config(variant: str = "digits"):
   elif base.startswith("mnist"):
     c.model.features = 64
     c.model.num_layers = 10
-    c.optimizer.learning_rate = 1e-3
     c.total_steps = 8_500  # ~0.69 s a step on both cores of this CPU: ~100 minutes
     c.eval_every = 4_250
     c.sample_every = 8_500

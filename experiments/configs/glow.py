@@ -34,6 +34,9 @@ from __future__ import annotations
 from experiments.configs import common
 
 
+VARIANTS = ("smoke", "digits", "mnist")
+
+
 def get_config(variant: str = "digits"):
   c = common.base_config()
   c.data.view = "8bit"
@@ -89,5 +92,5 @@ def get_config(variant: str = "digits"):
     c.checkpoint_every = 2000
     c.sample_every = 6000
   else:
-    raise ValueError(f"unknown variant {variant!r} of glow; choose smoke, digits or mnist")
+    raise common.unknown_variant("glow", variant, VARIANTS)
   return c

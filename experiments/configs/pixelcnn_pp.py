@@ -34,6 +34,9 @@ from __future__ import annotations
 from experiments.configs import common
 
 
+VARIANTS = ("smoke", "digits", "mnist", "mnist_large")
+
+
 def get_config(variant: str = "digits"):
   c = common.base_config()
   c.data.view = "8bit"
@@ -85,7 +88,5 @@ def get_config(variant: str = "digits"):
       c.eval_every = 10_000
       c.checkpoint_every = 2500
   else:
-    raise ValueError(
-        f"unknown variant {variant!r} of pixelcnn_pp; choose smoke, digits, mnist or "
-        "mnist_large")
+    raise common.unknown_variant("pixelcnn_pp", variant, VARIANTS)
   return c

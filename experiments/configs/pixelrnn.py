@@ -33,14 +33,17 @@ per layer and sub-pixel); the MNIST variants draw 16 and only at the end.
 
 from __future__ import annotations
 
+from experiments.configs import common
 from experiments.configs import pixelcnn
+
+
+VARIANTS = ("smoke", "digits", "mnist", "mnist8bit")
 
 
 def get_config(variant: str = "digits"):
   if variant not in ("smoke", "digits", "mnist", "mnist8bit"):
-    raise ValueError(
-        f"unknown variant {variant!r} of pixelrnn; choose smoke, digits, mnist or mnist8bit")
-  c = pixelcnn.get_config(variant)  # the same data, schedule and logging, except:
+    raise common.unknown_variant("pixelrnn", variant, VARIANTS)
+  c = pixelcnn.shared(variant)  # the data, logging and checkpoints of every pixel model
   c.model.name = "pixelrnn"
   c.model.cell = "diagonal_bilstm"
   c.model.features = 16

@@ -33,6 +33,9 @@ from __future__ import annotations
 from experiments.configs import common
 
 
+VARIANTS = ("smoke", "digits", "mnist")
+
+
 def get_config(variant: str = "digits"):
   c = common.base_config()
   c.data.view = "8bit"
@@ -81,5 +84,5 @@ def get_config(variant: str = "digits"):
     c.checkpoint_every = 2000
     c.sample_every = 8000
   else:
-    raise ValueError(f"unknown variant {variant!r} of realnvp; choose smoke, digits or mnist")
+    raise common.unknown_variant("realnvp", variant, VARIANTS)
   return c

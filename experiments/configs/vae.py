@@ -26,6 +26,9 @@ from __future__ import annotations
 from experiments.configs import common
 
 
+VARIANTS = ("smoke", "digits", "digits2d", "mnist", "mnist_conv", "mnist8bit")
+
+
 def get_config(variant: str = "digits"):
   c = common.base_config()
   c.model.name = "vae"
@@ -70,7 +73,5 @@ def get_config(variant: str = "digits"):
       c.data.view = "8bit"
       c.model.likelihood = "discretized_logistic"
   else:
-    raise ValueError(
-        f"unknown variant {variant!r} of vae; choose smoke, digits, digits2d, mnist, "
-        "mnist_conv or mnist8bit")
+    raise common.unknown_variant("vae", variant, VARIANTS)
   return c
