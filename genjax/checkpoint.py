@@ -22,7 +22,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        item_names=("state", "data"))
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
     """The newest saved step, or None."""
@@ -58,16 +59,16 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
-    try:
-      out = self._manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          data=ocp.args.JsonRestore()))
-    except ValueError as e:  # orbax: a tree-structure or shape mismatch
+    mismatch = _mismatch(self._manager.item_metadata(step).state, abstract_state)
+    if mismatch:  # checked before orbax starts restoring, which fails noisily
       raise ValueError(
           f"the checkpoint at step {step} in {self.directory} does not fit the "
-          f"model and optimizer this config builds ({_mismatch_summary(str(e))}). "
-          "It was written by a different config: use a new --workdir, or launch "
-          "with the config the run was trained with.") from e
+          f"model and optimizer this config builds ({mismatch}). It was written by "
+          "a different config: use a new --workdir, or launch with the config the "
+          "run was trained with.")
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state),
+        data=ocp.args.JsonRestore()))
     return out["state"], dict(out["data"] or {}), step
 
   def close(self) -> None:
@@ -75,14 +76,30 @@ class Checkpointer:
     self._manager.close()
 
 
-def _mismatch_summary(message: str, limit: int = 6) -> str:
-  """The mismatched paths of an orbax restore error, or its first sentence."""
-  paths = [line[:-1] for line in message.splitlines()[1:]
-           if line.endswith(":") and not line[:1].isspace()]
-  if not paths:
-    return message.splitlines()[0].split(". ")[0] if message else "no detail"
-  more = f" and {len(paths) - limit} more" if len(paths) > limit else ""
-  return "entries that differ: " + ", ".join(paths[:limit]) + more
+def _mismatch(saved_metadata: Any, abstract_state: Any, limit: int = 6) -> str:
+  """The entries whose presence or shape differ between a checkpoint and a state
+  (``""`` when they fit)."""
+  def shapes(tree):
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
+            for path, leaf in leaves}
+  saved, wanted = shapes(getattr(saved_metadata, "tree", saved_metadata)), shapes(
+      abstract_state)
+  diffs = [f"{k}: only in the checkpoint" for k in saved.keys() - wanted.keys()]
+  diffs += [f"{k}: not in the checkpoint" for k in wanted.keys() - saved.keys()]
+  diffs += [f"{k}: saved {saved[k]}, now {wanted[k]}"
+            for k in saved.keys() & wanted.keys() if saved[k] != wanted[k]]
+  diffs.sort()
+  more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
+  return "; ".join(diffs[:limit]) + more
+
+
+def _key_name(key) -> str:
+  """A path entry as a name: dict key, sequence index or attribute alike."""
+  for field in ("key", "idx", "name"):
+    if hasattr(key, field):
+      return str(getattr(key, field))
+  return str(key)
 
 
 def abstract_like(state: Any, sharding=None) -> Any:

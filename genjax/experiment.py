@@ -200,11 +200,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   family = models.get(config.model.name)
 
   mesh = train_lib.make_mesh(devices)
+  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
+  try:
+    return _train(config, workdir, family, mesh, ckpt)
+  finally:
+    ckpt.close()  # on every exit, errors included: else orbax's threads print at exit
+
+
+def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
+  """`train` with its config validated and its checkpointer open."""
   root = jax.random.key(config.seed)
   init_key, train_key, sample_key, eval_key = jax.random.split(root, 4)
   data_seed = config.seed
 
-  ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
   create = _creator(family, config, init_key)
   it = data_lib.train_iterator(
       config.data.name, batch_size=config.batch_size // jax.process_count(),
@@ -229,11 +237,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     graphdef, abstract_state = nnx.split(abstract)
     abstract_state = ckpt_lib.abstract_like(
         abstract_state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    try:
-      state, data_state, start = ckpt.restore(abstract_state)
-    except BaseException:
-      ckpt.close()  # else orbax's threads print a traceback at exit
-      raise
+    state, data_state, start = ckpt.restore(abstract_state)
     if data_state:
       it.set_state(data_state)
     _log(f"genjax: resuming {workdir} from checkpoint step {start}")
@@ -353,7 +357,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     return {"train": last, "eval": result, "step": step}
   finally:
     writer.close()
-    ckpt.close()
 
 
 def _check_finite(prev, ckpt) -> None:

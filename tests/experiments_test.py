@@ -251,6 +251,7 @@ def test_checkpoint_of_another_model_gets_a_clear_error_and_no_config(
               data_dir, check=False)
   assert proc.returncode != 0 and "Traceback" not in proc.stderr
   assert "does not fit the model and optimizer" in proc.stderr, proc.stderr
+  assert "saved (" in proc.stderr and ", now (" in proc.stderr  # the differing shapes
   assert "new --workdir" in proc.stderr
   assert not (tmp_path / "config.json").exists()
 

@@ -47,7 +47,7 @@ VARIANTS = ("smoke", "digits", "mnist", "mnist8bit")
 
 
 def get_config(variant: str = "digits"):
-  if variant not in ("smoke", "digits", "mnist", "mnist8bit"):
+  if variant not in VARIANTS:
     raise common.unknown_variant("pixelrnn", variant, VARIANTS)
   c = pixelcnn.shared(variant)  # the data, logging and checkpoints of every pixel model
   c.model.name = "pixelrnn"
