@@ -4,9 +4,9 @@
 # on the one accelerator (each takes a fraction of its memory); then the last test
 # NLL of each run and the wall time are printed.
 #   pixelcnn: eight sizes and peak learning rates at the example budget of two CPU
-#             hours (8,500 to 9,500 steps of batch 32); about 6 minutes.
+#             hours (8,500 to 9,500 steps of batch 32); about 5.5 minutes.
 #   pixelrnn: gradient clipping at norm 1 or none, peak learning rate 1e-3 or 3e-3,
-#             4,000 steps; about 3 minutes.
+#             4,000 steps; about 3.5 minutes.
 #   GENJAX_MNIST_DIR=/path/to/mnist bash experiments/benchmarks/pixel_mnist_sweep.sh \
 #       pixelcnn|pixelrnn [OUTDIR]
 set -euo pipefail
