@@ -9,7 +9,9 @@ from absl import app
 
 
 def setup() -> None:
-  """Joins a multi-host run when asked to (``GENJAX_MULTIHOST=1``).
+  """Joins a multi-host run when asked to (``GENJAX_MULTIHOST=1``); turns on JAX's
+  persistent compilation cache in ``~/.cache/genjax/jax_cache`` (unless
+  ``JAX_COMPILATION_CACHE_DIR`` names another, or ``GENJAX_COMPILATION_CACHE=0``).
 
   On a TPU pod or a multi-node GPU cluster every host runs the same command;
   ``jax.distributed.initialize()`` finds the coordinator from the environment.
@@ -18,6 +20,13 @@ def setup() -> None:
   from absl import logging  # pylint: disable=g-import-not-at-top
   # orbax and grain log every checkpoint step at INFO; genjax prints its own progress.
   logging.set_verbosity(os.environ.get("GENJAX_LOG_LEVEL", "warning").lower())
+  # A persistent compilation cache: a relaunch (resume, evaluate, sample) of the same
+  # config reuses the compiled programs instead of compiling them again.
+  if (not os.environ.get("JAX_COMPILATION_CACHE_DIR")
+      and os.environ.get("GENJAX_COMPILATION_CACHE", "1") != "0"):
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
+    jax.config.update("jax_compilation_cache_dir",
+                      os.path.expanduser(os.path.join(cache, "genjax", "jax_cache")))
   if os.environ.get("GENJAX_MULTIHOST", "0") == "1":
     jax.distributed.initialize()
 

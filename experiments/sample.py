@@ -1,9 +1,14 @@
-r"""Writes a PNG grid of samples from the newest checkpoint of a run.
+r"""Samples from the newest checkpoint of a run: a PNG grid, or text.
 
   python -m experiments.sample --workdir=runs/vae_digits --num=64 --out=samples.png
+  python -m experiments.sample --workdir=runs/gpt_char --prompt="ROMEO:" --num=4 \
+      --max_new_tokens=500 [--temperature=0.8 --top_k=40 --top_p=0.95 --method=naive]
 
-Families with visualizations (the VAE's reconstructions, interpolations and, for a
-2-D latent space, the latent map) get them beside it as <out>_<name>.png.
+Image runs: families with visualizations (the VAE's reconstructions, interpolations
+and, for a 2-D latent space, the latent map) get them beside the grid as
+<out>_<name>.png; --method and --temperature go to families whose sampler takes them
+(the pixel models). Text runs print the decoded samples, prompt included, and write
+them to --out (default WORKDIR/samples/sample_<step>.txt).
 """
 
 from __future__ import annotations
@@ -13,19 +18,57 @@ from absl import flags
 from experiments import common
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory", required=True)
-_NUM = flags.DEFINE_integer("num", 64, "number of samples")
-_OUT = flags.DEFINE_string("out", None, "output PNG (default: WORKDIR/samples/)")
+_NUM = flags.DEFINE_integer("num", None, "number of samples (default 64 images, 4 texts)")
+_OUT = flags.DEFINE_string("out", None, "output file (default: WORKDIR/samples/)")
 _SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
-_EXTRAS = flags.DEFINE_bool("extras", True, "also write the family's visualizations")
+_EXTRAS = flags.DEFINE_bool("extras", True, "images: also write the family's visualizations")
+_METHOD = flags.DEFINE_string("method", None, "sampler: cached or naive (autoregressive models)")
+_TEMPERATURE = flags.DEFINE_float("temperature", None, "divides the logits (0: greedy, text)")
+_PROMPT = flags.DEFINE_string("prompt", None, "text: the text to continue (default a newline)")
+_MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", None,
+                                       "text: tokens drawn after the prompt (default 256)")
+_TOP_K = flags.DEFINE_integer("top_k", None, "text: keep the k most likely tokens")
+_TOP_P = flags.DEFINE_float("top_p", None, "text: keep the nucleus of probability p")
+
+_TEXT_ONLY = ("prompt", "max_new_tokens", "top_k", "top_p")
+_IMAGE_ONLY = ("extras",)
+
+
+def _given(names) -> list[str]:
+  return [n for n in names if flags.FLAGS[n].present]
 
 
 def main(argv):
   del argv
   from genjax import experiment  # pylint: disable=g-import-not-at-top
+  from genjax.data import run_data  # pylint: disable=g-import-not-at-top
   common.setup()
-  for path in experiment.sample(_WORKDIR.value, num=_NUM.value, out=_OUT.value,
-                                seed=_SEED.value, extras=_EXTRAS.value):
-    print(path)
+  config = experiment.load_config(_WORKDIR.value)
+  kind = run_data.kind(config.data.name)
+  options = {k: v for k, v in (("method", _METHOD.value), ("temperature", _TEMPERATURE.value))
+             if v is not None}
+  wrong = _given(_TEXT_ONLY if kind == "image" else _IMAGE_ONLY)
+  if wrong:
+    raise ValueError(f"{', '.join('--' + w for w in wrong)} apply to "
+                     f"{'text' if kind == 'image' else 'image'} runs only; "
+                     f"{_WORKDIR.value} is a {kind} run of {config.model.name}")
+  if _NUM.value is not None and _NUM.value < 1:
+    raise ValueError(f"--num must be >= 1, got {_NUM.value}")
+  if kind == "image":
+    for path in experiment.sample(_WORKDIR.value, num=_NUM.value or 64, out=_OUT.value,
+                                  seed=_SEED.value, extras=_EXTRAS.value, **options):
+      print(path)
+    return
+  options.update({k: v for k, v in (("top_k", _TOP_K.value), ("top_p", _TOP_P.value))
+                  if v is not None})
+  texts, path = experiment.sample_text(
+      _WORKDIR.value, num=_NUM.value or 4, out=_OUT.value, seed=_SEED.value,
+      prompt="\n" if _PROMPT.value is None else _PROMPT.value,
+      max_new_tokens=256 if _MAX_NEW_TOKENS.value is None else _MAX_NEW_TOKENS.value,
+      **options)
+  for i, t in enumerate(texts):
+    print(f"=== sample {i} ===\n{t}")
+  print(f"(written to {path})")
 
 
 if __name__ == "__main__":

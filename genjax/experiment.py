@@ -33,10 +33,10 @@ import numpy as np
 from flax import nnx
 
 from genjax import checkpoint as ckpt_lib
-from genjax import data as data_lib
 from genjax import images as images_lib
 from genjax import models
 from genjax import train as train_lib
+from genjax.data import run_data
 from genjax.rundir import MetricWriter
 from genjax.rundir import check_resumable as _check_resumable
 from genjax.rundir import fmt_time as _fmt_time
@@ -92,9 +92,13 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
   """Mean log-likelihood and the family's ``eval_metrics`` over ``batches``.
 
   Returns:
-    ``nll_nats`` (per example) and ``bits_per_dim`` (``nll / (D ln 2)``) for
-    families with a likelihood, the mean of every ``eval_metrics`` entry, and
-    ``num_examples``.
+    For images: ``nll_nats`` (per example) and ``bits_per_dim`` (``nll / (D ln
+    2)``) for families with a likelihood, the mean of every ``eval_metrics``
+    entry, and ``num_examples``. For tokens (``eval_metrics`` gives
+    ``num_tokens``): ``nats_per_token``, ``bits_per_token``, ``perplexity``,
+    ``num_tokens`` and, where ``batches`` knows its ``num_chars``,
+    ``bits_per_char`` (total nats / characters / ln 2, comparable across
+    tokenizers).
   """
   graphdef, state = nnx.split(model)
   ll_fn, extra_fn = _eval_fns(family, tuple(sorted((ll_kwargs or {}).items())))
@@ -110,23 +114,38 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
     if extra_fn is not None:
       for k, v in extra_fn(graphdef, state, batch, jax.random.fold_in(bkey, 1)).items():
         sums[k] = sums.get(k, 0.0) + float(np.asarray(v, np.float64).sum())
-    count += batch["image"].shape[0]
+    count += next(iter(batch.values())).shape[0]
     if progress:
       done = i + 1
       rate = count / max(time.time() - start, 1e-9)
       eta = ((num_batches - done) * (time.time() - start) / done
              if num_batches else float("nan"))
-      nll = f"nll {-sums['ll'] / count:.3f} nats | " if "ll" in sums else ""
+      nll = ""
+      if "ll" in sums:
+        nll = (f"{-sums['ll'] / max(sums['num_tokens'], 1):.4f} nats/token | "
+               if "num_tokens" in sums else f"nll {-sums['ll'] / count:.3f} nats | ")
       _log(f"  eval batch {done}/{num_batches or '?'} | {count} examples | "
            f"{nll}{rate:.1f} ex/s | ETA {_fmt_time(eta)}")
   if count == 0:
     raise ValueError("evaluation saw no examples")
+  if "num_tokens" in sums and "ll" in sums:
+    return _token_summary(-sums.pop("ll"), sums.pop("num_tokens"),
+                          getattr(batches, "num_chars", None))
   out = {}
   if "ll" in sums:
     out["nll_nats"] = -sums.pop("ll") / count
     out["bits_per_dim"] = out["nll_nats"] / (math.prod(model.input_shape) * math.log(2))
   out.update({k: v / count for k, v in sums.items()})
   out["num_examples"] = count
+  return out
+
+
+def _token_summary(nats: float, num_tokens: float, num_chars: int | None) -> dict[str, Any]:
+  per_token = nats / max(num_tokens, 1.0)
+  out = {"nats_per_token": per_token, "bits_per_token": per_token / math.log(2),
+         "perplexity": math.exp(min(per_token, 700.0)), "num_tokens": int(num_tokens)}
+  if num_chars:
+    out.update(bits_per_char=nats / num_chars / math.log(2), num_chars=int(num_chars))
   return out
 
 
@@ -140,15 +159,12 @@ def _creator(family, config, key) -> Callable[[], train_lib.TrainState]:
 
 
 def _data_kwargs(config) -> dict:
-  return dict(data_dir=config.data.data_dir or None,
-              mnist_dir=config.data.mnist_dir or None)
+  return dict(data_dir=config.data.get("data_dir") or None,
+              mnist_dir=config.data.get("mnist_dir") or None)
 
 
-def _eval_batches(config, split="test", batch_size=None):
-  per_host = (batch_size or config.eval_batch_size)
-  return data_lib.eval_batches(
-      config.data.name, split, batch_size=per_host, view=config.data.view,
-      seed=config.seed, **_data_kwargs(config))
+def _eval_batches(data, config, split="test", batch_size=None):
+  return data.eval_batches(split, batch_size or config.eval_batch_size, config.seed)
 
 
 @contextlib.contextmanager
@@ -194,7 +210,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  config = prepare_config(config)
+  config = prepare_config(config, workdir)
   if (workdir / "config.json").exists():
     _check_resumable(load_config(workdir), config)
   family = models.get(config.model.name)
@@ -214,18 +230,16 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
   data_seed = config.seed
 
   create = _creator(family, config, init_key)
-  it = data_lib.train_iterator(
-      config.data.name, batch_size=config.batch_size // jax.process_count(),
-      view=config.data.view, seed=data_seed, **_data_kwargs(config))
+  data = run_data.for_config(config, workdir)
+  it = data.train_iterator(config.batch_size // jax.process_count(), data_seed)
 
   latest = ckpt.latest_step()
   if latest is None:
     ts = create()
     init = getattr(family, "initialize", None)
     if init is not None:  # data-dependent init, only on a fresh start
-      init_batch = next(data_lib.train_iterator(
-          config.data.name, batch_size=config.batch_size // jax.process_count(),
-          view=config.data.view, seed=data_seed, **_data_kwargs(config)))
+      init_batch = next(data.train_iterator(config.batch_size // jax.process_count(),
+                                            data_seed))
       init(ts.model, {k: jnp.asarray(v) for k, v in init_batch.items()},
            jax.random.fold_in(init_key, 1))
     graphdef, state = nnx.split(ts)
@@ -242,6 +256,7 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
       it.set_state(data_state)
     _log(f"genjax: resuming {workdir} from checkpoint step {start}")
   save_config(config, workdir)  # only once the checkpoint (if any) fits it
+  data.save(workdir)  # a text run's tokenizer
 
   ts_view = nnx.merge(graphdef, state)
   num_params = train_lib.count_params(ts_view.model)
@@ -260,8 +275,15 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
     return nnx.state(nnx.merge(graphdef, state).model)
 
   def write_samples(step, state):
-    images = sample_fn(model_graphdef, model_state(state),
-                       jax.random.fold_in(sample_key, step), num=config.num_samples)
+    key = jax.random.fold_in(sample_key, step)
+    if data.kind == "text":
+      model = nnx.merge(model_graphdef, model_state(state))
+      texts = sample_texts(family, model, data.tokenizer, key, num=config.num_samples,
+                           max_new_tokens=config.get("sample_tokens", 256))
+      path = _write_texts(workdir / "samples" / f"step_{step:08d}.txt", texts)
+      writer.write_text(step, "samples", texts)
+      return path
+    images = sample_fn(model_graphdef, model_state(state), key, num=config.num_samples)
     path = images_lib.save_grid(workdir / "samples" / f"step_{step:08d}.png",
                                 np.asarray(images))
     writer.write_images(step, "samples", images_lib.grid(np.asarray(images)))
@@ -270,7 +292,7 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
   def run_eval(step, state):
     model = nnx.merge(graphdef, state).model
     t0 = time.time()
-    result = evaluate_model(family, model, _eval_batches(config), eval_key)
+    result = evaluate_model(family, model, _eval_batches(data, config), eval_key)
     row = {f"eval/{k}": v for k, v in result.items()}
     row["eval/seconds"] = time.time() - t0
     writer.write(step, row)
@@ -325,11 +347,15 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
           row = {k: v / window_n for k, v in window.items() if k != "finite"}
           row.update(steps_per_sec=rate, examples_per_sec=rate * config.batch_size,
                      wall_seconds=now - t_start)
+          throughput = f"{rate * config.batch_size:.0f} ex/s"
+          if data.kind == "text":
+            row["tokens_per_sec"] = rate * config.batch_size * data.block_size
+            throughput = f"{row['tokens_per_sec']:.0f} tok/s | {1e3 / rate:.1f} ms/step"
           writer.write(step, row)
           losses = "".join(f"{k} {v:.4f} | " for k, v in row.items()
                            if k == "loss" or k.endswith("_loss"))
           _log(f"step {step}/{config.total_steps} | {losses}"
-               f"{rate:.1f} steps/s | {rate * config.batch_size:.0f} ex/s | "
+               f"{rate:.1f} steps/s | {throughput} | "
                f"elapsed {_fmt_time(now - t_start)} | "
                f"ETA {_fmt_time((config.total_steps - step) / rate)}")
           last = row
@@ -374,14 +400,8 @@ def _check_finite(prev, ckpt) -> None:
 
 
 def synthetic_batch(config, batch_size: int | None = None, seed: int = 0) -> dict:
-  """A random batch shaped and typed like the config's data (no data read)."""
-  rng = np.random.default_rng(seed)
-  n = batch_size or config.batch_size
-  shape = tuple(config.model.input_shape)
-  high = 2 if config.data.view == "binarized" else 256
-  info = data_lib.info(config.data.name)
-  return {"image": rng.integers(0, high, (n, *shape), dtype=np.uint8),
-          "label": rng.integers(0, info["num_classes"], (n,), dtype=np.int32)}
+  """A random batch shaped and typed like the config's data (no example read)."""
+  return run_data.for_config(config).synthetic_batch(batch_size or config.batch_size, seed)
 
 
 def compile_setup(config, devices=None) -> types.SimpleNamespace:
@@ -456,30 +476,41 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
       trained MNIST classifier, trained and cached on first use).
 
   Returns:
-    The dict written to ``eval.json``.
+    The dict written to ``eval.json``: for text runs the held-out nats per token,
+    bits per token and per character, and perplexity (`evaluate_model`).
   """
   from genjax import metrics  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
+  data = run_data.for_config(config, workdir)
   ll_kwargs = {}
   params = inspect.signature(family.log_likelihood).parameters
   if "num_samples" in params and has_likelihood(family):
     ll_kwargs["num_samples"] = int(num_samples)
   batch_size = batch_size or config.eval_batch_size
-  n = data_lib.info(config.data.name)["splits"][split]
+  n = data.num_examples(split)
   num_batches = -(-n // batch_size)
   kind = (ll_kwargs or "exact likelihood") if has_likelihood(family) else "no likelihood"
+  unit = "windows" if data.kind == "text" else "examples"
   _log(f"genjax: evaluating {config.model.name} step {step} on {config.data.name}/"
-       f"{split} ({n} examples, {kind})")
+       f"{split} ({n} {unit}, {kind})")
   t0 = time.time()
-  batches = list(_eval_batches(config, split, batch_size))  # read once, used twice
+  batches = _eval_batches(data, config, split, batch_size)
+  if data.kind == "image":
+    batches = list(batches)  # read once, used twice
   result = evaluate_model(family, model, batches,
                           jax.random.key(seed), ll_kwargs=ll_kwargs, progress=True,
                           num_batches=num_batches)
   out = {"model": config.model.name, "dataset": config.data.name, "split": split,
-         "view": config.data.view, "step": step, **result, **ll_kwargs,
+         "step": step, **result, **ll_kwargs,
          "likelihood": getattr(family, "LIKELIHOOD", "exact"),
          "seconds": time.time() - t0, "device": jax.devices()[0].device_kind}
+  if data.kind == "text":
+    out.update(tokenizer=data.tokenizer.kind, vocab_size=data.tokenizer.vocab_size,
+               sample_metrics="not computed: text data")
+    (workdir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+  out["view"] = config.data.view
   shape = tuple(config.model.input_shape)
   if sample_metrics is None:
     sample_metrics = feature_network is not None or metrics.has_feature_network(shape)
@@ -507,23 +538,26 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
 
 
 def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None,
-           seed: int = 0, extras: bool = True) -> list[pathlib.Path]:
+           seed: int = 0, extras: bool = True, **sample_kwargs) -> list[pathlib.Path]:
   """Writes a grid of ``num`` samples of the newest checkpoint as a PNG.
 
   With ``extras``, also writes the family's ``visualizations`` (e.g. the VAE's
-  reconstructions, interpolations and latent map) beside it.
+  reconstructions, interpolations and latent map) beside it. ``sample_kwargs``
+  (e.g. ``method``, ``temperature``) go to the family's ``sample``.
   """
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
+  _check_sample_kwargs(family, sample_kwargs)
   out_path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.png"
   key = jax.random.key(seed)
   graphdef, state = nnx.split(model)
-  images = jit_model_fn(family.sample, static_argnames=("num",))(
-      graphdef, state, key, num=num)
+  images = jit_model_fn(family.sample, static_argnames=("num", "method"))(
+      graphdef, state, key, num=num, **sample_kwargs)
   paths = [images_lib.save_grid(out_path, np.asarray(images))]
   vis = getattr(family, "visualizations", None)
   if extras and vis is not None:
-    batch = next(iter(_eval_batches(config, "test", 16)))
+    data = run_data.for_config(config, workdir)
+    batch = next(iter(_eval_batches(data, config, "test", 16)))
     batch = {k: jnp.asarray(v) for k, v in batch.items()}
     for name, imgs in vis(model, jax.random.fold_in(key, 1), batch).items():
       imgs = np.asarray(imgs)
@@ -531,3 +565,65 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
       paths.append(images_lib.save_grid(
           out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols))
   return paths
+
+
+def _check_sample_kwargs(family, kwargs) -> None:
+  params = inspect.signature(family.sample).parameters
+  unknown = [k for k in kwargs if k not in params]
+  if unknown:
+    raise ValueError(f"{family.__name__.rsplit('.', 1)[-1]} sampling takes no "
+                     f"{', '.join('--' + k for k in unknown)}; its options: "
+                     f"{', '.join(p for p in list(params)[3:])}")
+
+
+def sample_texts(family, model, tokenizer, key: jax.Array, *, num: int, prompt: str = "\n",
+                 max_new_tokens: int = 256, **sample_kwargs) -> list[str]:
+  """``num`` continuations of ``prompt``, decoded, the prompt included.
+
+  A prompt longer than the model's context is cut to its last ``block_size``
+  tokens for the model; the text returned keeps all of it.
+  """
+  ids = tokenizer.encode(prompt or "\n")
+  if len(ids) == 0:
+    raise ValueError(f"the prompt {prompt!r} encodes to no token")
+  head = ""
+  if len(ids) > model.block_size:
+    head, ids = tokenizer.decode(ids[:-model.block_size]), ids[-model.block_size:]
+  tokens = family.sample(model, key, num, prompt=jnp.asarray(ids),
+                         max_new_tokens=int(max_new_tokens), **sample_kwargs)
+  return [head + tokenizer.decode(row) for row in np.asarray(tokens)]
+
+
+def _write_texts(path: pathlib.Path, texts: list[str]) -> pathlib.Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text("".join(f"=== sample {i} ===\n{t}\n" for i, t in enumerate(texts)),
+                  encoding="utf-8")
+  return path
+
+
+def sample_text(workdir: str | pathlib.Path, *, num: int = 4, out: str | None = None,
+                seed: int = 0, prompt: str = "\n", max_new_tokens: int = 256,
+                **sample_kwargs) -> tuple[list[str], pathlib.Path]:
+  """Continues ``prompt`` ``num`` times with the newest checkpoint of a text run.
+
+  Decodes with the run's own tokenizer and writes the samples to ``out`` (default
+  ``WORKDIR/samples/sample_<step>.txt``).
+
+  Args:
+    workdir: a text run's directory.
+    num, seed: how many samples, and the sampling seed.
+    prompt: the text to continue.
+    max_new_tokens: tokens drawn after the prompt.
+    **sample_kwargs: ``temperature``, ``top_k``, ``top_p``, ``method``.
+
+  Returns:
+    ``(texts, path)``: the decoded samples, prompt included, and the file.
+  """
+  workdir = pathlib.Path(workdir)
+  family, model, config, step = restore_model(workdir)
+  _check_sample_kwargs(family, sample_kwargs)
+  tokenizer = run_data.load_tokenizer(workdir)
+  texts = sample_texts(family, model, tokenizer, jax.random.key(seed), num=num,
+                       prompt=prompt, max_new_tokens=max_new_tokens, **sample_kwargs)
+  path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.txt"
+  return texts, _write_texts(path, texts)

@@ -76,6 +76,20 @@ def _memory(compiled) -> dict[str, int]:
   return out
 
 
+# Dense bfloat16 peak TFLOP/s of one device, by a substring of its device_kind.
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "B200": 2250.0, "A100": 312.0,
+               "L4": 121.0, "TPU v4": 275.0, "TPU v5 lite": 197.0, "TPU v5p": 459.0,
+               "TPU v5": 459.0, "TPU v6 lite": 918.0}
+
+
+def peak_tflops(device_kind: str) -> float | None:
+  """The dense bfloat16 peak of a known accelerator (`PEAK_TFLOPS`), else None."""
+  for name, peak in PEAK_TFLOPS.items():
+    if name in device_kind:
+      return peak
+  return None
+
+
 def inspect_jitted(fn: Callable, *args, dump_dir: str | pathlib.Path | None = None,
                    name: str = "step", **kwargs) -> Report:
   """Lowers and compiles ``fn(*args, **kwargs)`` and reports what XLA says.

@@ -17,19 +17,23 @@ import jax
 import ml_collections
 import numpy as np
 
-from genjax import data as data_lib
+from genjax.data import run_data
 from genjax import models
 
 # Config blocks that must not change when a run is resumed (they define the
 # parameters, the data order or the meaning of the step count).
-_FROZEN = ("seed", "batch_size", "model", "data.name", "data.view")
+_FROZEN = ("seed", "batch_size", "model", "data.name", "data.view", "data.holdout",
+           "data.holdout_every", "data.tokenizer", "data.vocab_size")
 
 
 # -------------------------------------------------------------------- configs
 
 
-def prepare_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Validates a config and fills derived fields (``model.input_shape``).
+def prepare_config(config: ml_collections.ConfigDict,
+                   workdir: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
+  """Validates a config and fills the model fields that follow from the data:
+  ``model.input_shape`` for images, ``model.vocab_size`` (the tokenizer's; the
+  copy in ``workdir`` when a text run has saved one) for text.
 
   Raises:
     KeyError: unknown model or dataset name (the message lists the known ones).
@@ -37,21 +41,16 @@ def prepare_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
   """
   config = ml_collections.ConfigDict(config.to_dict())
   family = models.get(config.model.name)
-  if config.data.name not in data_lib.DATASETS:
-    raise KeyError(
-        f"unknown dataset {config.data.name!r}; known datasets: "
-        f"{', '.join(data_lib.DATASETS)}. Set config.data.name to one of them.")
-  if config.data.view not in data_lib.VIEWS:
-    raise ValueError(
-        f"unknown config.data.view {config.data.view!r}; choose one of "
-        f"{', '.join(data_lib.VIEWS)}")
-  shape = tuple(data_lib.info(config.data.name)["input_shape"])
-  given = tuple(config.model.get("input_shape", ()) or ())
-  if given and given != shape:
-    raise ValueError(
-        f"config.model.input_shape={given} does not match the {config.data.name} "
-        f"data of shape {shape}; leave it empty (it is filled from the data) or fix it")
-  config.model.input_shape = shape
+  data = run_data.for_config(config, workdir)
+  for name, value in data.model_fields().items():
+    given = config.model.get(name)
+    if isinstance(given, (list, tuple)):
+      given = tuple(given)
+    if given not in (None, (), 0) and given != value:
+      raise ValueError(
+          f"config.model.{name}={given!r} does not match the {config.data.name} data, "
+          f"which needs {value!r}; leave it empty (it is filled from the data) or fix it")
+    config.model[name] = value
   if config.batch_size % jax.process_count():
     raise ValueError(
         f"config.batch_size={config.batch_size} must be divisible by the "
@@ -79,6 +78,8 @@ def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
 
 def _get(config, dotted: str):
   for part in dotted.split("."):
+    if part not in config:
+      return None  # a field of another kind of data
     config = config[part]
   return config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config
 
@@ -130,6 +131,11 @@ class MetricWriter:
   def write_images(self, step: int, tag: str, grid_uint8: np.ndarray) -> None:
     if self._tb is not None:
       self._tb.add_image(tag, grid_uint8, step, dataformats="HWC")
+
+  def write_text(self, step: int, tag: str, texts: list[str]) -> None:
+    if self._tb is not None:
+      self._tb.add_text(tag, "\n\n".join(f"    {t}".replace("\n", "\n    ")
+                                          for t in texts), step)
 
   def close(self) -> None:
     self._file.close()

@@ -80,7 +80,7 @@ def make_schedule(cfg, total_steps: int) -> optax.Schedule:
       f"unknown config.optimizer.schedule {kind!r}; choose constant, cosine or linear")
 
 
-def make_tx(cfg, total_steps: int) -> optax.GradientTransformation:
+def make_tx(cfg, total_steps: int, weight_decay_mask=None) -> optax.GradientTransformation:
   """An optax optimizer from ``config.optimizer``: clipping, then Adam(W) or SGD.
 
   Args:
@@ -88,6 +88,8 @@ def make_tx(cfg, total_steps: int) -> optax.GradientTransformation:
       ``warmup_steps``, ``grad_clip_norm`` (0 disables), ``weight_decay``, ``b1``,
       ``b2``, ``eps``, ``momentum``.
     total_steps: length of the run, for decaying schedules.
+    weight_decay_mask: for ``adamw``, a function of the parameters returning which
+      leaves decay (optax's ``mask``); None decays every parameter.
 
   Returns:
     The gradient transformation.
@@ -99,7 +101,8 @@ def make_tx(cfg, total_steps: int) -> optax.GradientTransformation:
                      eps=cfg.get("eps", 1e-8))
   elif name == "adamw":
     opt = optax.adamw(lr, b1=cfg.get("b1", 0.9), b2=cfg.get("b2", 0.999),
-                      eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 0.0))
+                      eps=cfg.get("eps", 1e-8), weight_decay=cfg.get("weight_decay", 0.0),
+                      mask=weight_decay_mask)
   elif name == "sgd":
     opt = optax.sgd(lr, momentum=cfg.get("momentum", None) or None)
   else:

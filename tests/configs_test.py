@@ -22,10 +22,22 @@ def test_every_model_family_has_a_config():
   assert set(CONFIGS) == set(models.names())
 
 
+def _stand_in_corpus(config, directory):
+  """Text configs read a directory: a few tiny documents with the held-out names."""
+  names = list(config.data.holdout) + [f"doc_{i}" for i in range(4)]
+  directory.mkdir(exist_ok=True)
+  for i, n in enumerate(names):
+    (directory / f"{n}.txt").write_text(f"Document {i}: the quick brown fox.\n" * 20)
+  config.data.text_dir = str(directory)
+
+
 @pytest.mark.parametrize("name, variant", CASES, ids=[f"{n}:{v}" for n, v in CASES])
-def test_variant_validates_and_builds(name, variant):
+def test_variant_validates_and_builds(name, variant, tmp_path, data_dir):
   """Validation, then the model and optimizer state as shapes only (no compute)."""
   config = importlib.import_module(f"experiments.configs.{name}").get_config(variant)
+  if config.data.name == "text":
+    _stand_in_corpus(config, tmp_path / "corpus")
+    config.data.data_dir = str(data_dir)
   config = rundir.prepare_config(config)
   assert config.model.name == name
   assert config.total_steps > 0 and config.batch_size > 0

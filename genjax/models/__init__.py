@@ -47,6 +47,7 @@ _REGISTRY: dict[str, str] = {
     "pixelrnn": "genjax.models.pixelrnn",
     "pixelcnn_pp": "genjax.models.pixelcnn_pp",
     "dcgan": "genjax.models.dcgan",
+    "gpt": "genjax.models.gpt",
 }
 
 

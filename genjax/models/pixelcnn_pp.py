@@ -59,13 +59,6 @@ def concat_elu(x: jax.Array) -> jax.Array:
   return jax.nn.elu(jnp.concatenate([x, -x], axis=-1))
 
 
-def _dropout(key, rate: float, x: jax.Array) -> jax.Array:
-  if key is None or rate == 0.0:
-    return x
-  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-  return jnp.where(keep, x / (1.0 - rate), 0.0)
-
-
 _KERNELS = {"down": (2, 3), "down_right": (2, 2)}
 
 
@@ -83,7 +76,7 @@ class _GatedResnet(nnx.Module):
     c = self.conv1(concat_elu(x))
     if self.aux is not None:
       c = c + self.aux(concat_elu(aux))
-    a, b = jnp.split(self.conv2(_dropout(key, rate, concat_elu(c))), 2, axis=-1)
+    a, b = jnp.split(self.conv2(layers.dropout(key, rate, concat_elu(c))), 2, axis=-1)
     return x + a * jax.nn.sigmoid(b)
 
 

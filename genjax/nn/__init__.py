@@ -11,6 +11,7 @@ from genjax.nn.layers import ResBlock
 from genjax.nn.layers import Upsample
 from genjax.nn.layers import conv
 from genjax.nn.layers import crop
+from genjax.nn.layers import dropout
 from genjax.nn.layers import downsampled_size
 from genjax.nn.layers import get_activation
 from genjax.nn.layers import kernel_init
@@ -27,6 +28,7 @@ __all__ = [
     "Upsample",
     "conv",
     "crop",
+    "dropout",
     "downsampled_size",
     "get_activation",
     "kernel_init",

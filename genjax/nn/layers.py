@@ -40,6 +40,15 @@ def get_activation(name: str | Activation) -> Activation:
   return ACTIVATIONS[name]
 
 
+def dropout(key: jax.Array | None, rate: float, x: jax.Array) -> jax.Array:
+  """Inverted dropout: zeros a ``rate`` fraction of ``x``, scales the rest by
+  ``1 / (1 - rate)``; the identity when ``key`` is None or ``rate`` is 0."""
+  if key is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros((), x.dtype))
+
+
 # Compiled once per (shape, dtype) and shared by every module that uses it.
 _lecun_normal = jax.jit(nnx.initializers.lecun_normal(), static_argnums=(1, 2))
 

@@ -1,0 +1,62 @@
+"""Public model functions that compile once: ``jax.jit`` at the boundary.
+
+A family's public function ``fn(model, *args, **kwargs)`` takes an NNX module.
+`model_function` wraps it so that a call splits the model into ``(graphdef,
+state)`` and runs one ``jax.jit`` of ``fn`` with the graphdef static: the second
+call with the same shapes and static arguments compiles nothing. Inside another
+transformation (a train step's ``jit`` or ``grad``) the wrapper calls ``fn``
+directly, so gradients flow and nothing is nested needlessly.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable, Sequence
+
+import jax
+from flax import nnx
+
+
+def _is_traced(tree) -> bool:
+  return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
+
+
+def model_function(fn: Callable | None = None, *, static_argnames: Sequence[str] = ()):
+  """Decorator: ``fn(model, ...)`` compiled once per model graph, shapes and statics.
+
+  Args:
+    fn: the function; its first parameter is the model (an NNX module that it
+      does not mutate).
+    static_argnames: parameters that are Python values (sizes, method names);
+      they may be passed positionally or by name.
+
+  Returns:
+    The wrapped function, with the original as ``.eager``.
+  """
+  if fn is None:
+    return functools.partial(model_function, static_argnames=static_argnames)
+  sig = inspect.signature(fn)
+  params = list(sig.parameters.values())
+
+  def impl(graphdef, state, *args, **kwargs):
+    return fn(nnx.merge(graphdef, state), *args, **kwargs)
+
+  impl.__signature__ = sig.replace(parameters=[
+      inspect.Parameter("graphdef", inspect.Parameter.POSITIONAL_ONLY),
+      inspect.Parameter("state", inspect.Parameter.POSITIONAL_ONLY), *params[1:]])
+  # jit infers nothing when given both argnums and argnames: list the positions too
+  positional = [p.name for p in params[1:] if p.kind in (
+      inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+  argnums = (0, *(2 + positional.index(n) for n in static_argnames if n in positional))
+  jitted = jax.jit(impl, static_argnums=argnums, static_argnames=tuple(static_argnames))
+
+  @functools.wraps(fn)
+  def wrapper(model, *args, **kwargs):
+    graphdef, state = nnx.split(model)
+    if _is_traced(state) or _is_traced((args, kwargs)):
+      return fn(model, *args, **kwargs)
+    return jitted(graphdef, state, *args, **kwargs)
+
+  wrapper.eager = fn
+  return wrapper
