@@ -507,7 +507,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   from genjax import metrics  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
-  check_writable(workdir / "eval.json", "eval.json of --workdir", directory=False)
+  check_writable(workdir / "eval.json", "the evaluation output", directory=False)
   ll_kwargs = {}
   params = inspect.signature(family.log_likelihood).parameters
   if "num_samples" in params and has_likelihood(family):

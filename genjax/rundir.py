@@ -134,7 +134,8 @@ def check_writable(path: str | pathlib.Path, what: str, directory: bool = True) 
     raise NotADirectoryError(f"{what} {path} is a file, not a directory: pass a "
                              "directory (it is created if missing)")
   if not directory and path.is_dir():
-    raise IsADirectoryError(f"{what} {path} is a directory: pass a file name")
+    raise IsADirectoryError(f"{what} {path} is a directory: remove it, or write "
+                            "elsewhere")
   folder = path if directory else path.parent
   existing = next(p for p in (folder, *folder.parents) if p.exists())
   if not existing.is_dir():
