@@ -156,7 +156,7 @@ def _flag_error(message: str) -> str:
   if "Error whilst parsing config file" in message:
     last = [line for line in message.splitlines() if line.strip()][-1]
     return re.sub(r"^\w+(Error|Exception): ", "", last.strip())
-  return " ".join(message.split()) + "; pass --helpshort to see the flags"
+  return " ".join(message.split()).rstrip(".") + "; pass --helpshort to see the flags"
 
 
 def _load_config(argv):

@@ -66,6 +66,9 @@ def test_unwritable_work_directory(tmp_path, data_dir, kind):
   proc = _run([MAIN, f"--config={VAE_CONFIG}:smoke", f"--workdir={workdir}"], data_dir,
               check=False)
   _assert_one_line_error(proc, message)
+  if kind == "file":
+    proc = _run(["experiments.evaluate", f"--workdir={workdir}"], data_dir, check=False)
+    _assert_one_line_error(proc, f"{workdir} is a file, not a run directory")
 
 
 def _train_rows(workdir):
