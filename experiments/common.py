@@ -171,6 +171,8 @@ def _load_config(argv):
 def _unknown_override(argv) -> str | None:
   """The message for the first ``--config.<key>`` override whose key the config
   lacks, naming the closest keys; None if every key exists."""
+  if _flag_value(argv, "config") is None:
+    return None
   config = _load_config(argv)
   for arg in argv[1:]:
     m = _OVERRIDE.match(arg)
