@@ -79,10 +79,23 @@ def _eval_rows(workdir):
   return [r["step"] for r in _rows(workdir) if "eval/nll_nats" in r]
 
 
+def _kill_after(args, data_dir, line_start):
+  """Launches ``args`` and kill -9s it once it prints a line starting so."""
+  proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=_env(data_dir),
+                          stderr=subprocess.PIPE, text=True)
+  try:
+    for line in proc.stderr:
+      if line.startswith(line_start):
+        break
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
 @pytest.mark.slow
-def test_failed_start_finished_relaunch_nan_and_override_with_workdir_alone(
+def test_a_work_directory_survives_failed_finished_killed_and_diverged_launches(
     tmp_path, data_dir):
-  """A user's sequence of commands on one work directory (5 launches)."""
+  """A user's sequence of commands on one work directory (6 launches)."""
   workdir = tmp_path / "run"
   smoke = f"--config={VAE_CONFIG}:smoke"
   # 1. a start that fails after the set-up (18 is not divisible by the 4 devices)
@@ -101,8 +114,13 @@ def test_failed_start_finished_relaunch_nan_and_override_with_workdir_alone(
   proc = _run([MAIN, smoke, f"--workdir={workdir}"], data_dir)
   assert "is finished (step 20, total_steps 20); nothing to do" in proc.stderr
   assert (workdir / "metrics.jsonl").read_text() == before
-  assert _eval_rows(workdir) == [10, 20]
-  # 4. continued with a diverging learning rate, through --workdir alone
+  # 4. continued through --workdir alone, a row per step and no checkpoint, then
+  # killed: rows past the checkpoint at 20 stay behind
+  _kill_after([MAIN, f"--workdir={workdir}", "--config.log_every=1",
+               "--config.total_steps=1000000", "--config.checkpoint_every=1000000",
+               "--config.eval_every=0", "--config.sample_every=0"], data_dir, "step 25/")
+  assert max(r["step"] for r in rundir.read_metrics(workdir)) >= 25
+  # 5. continued with a diverging learning rate: stopped, the rows past 20 dropped
   proc = _run([MAIN, f"--workdir={workdir}", "--config.total_steps=30",
                "--config.optimizer.learning_rate=1e30"], data_dir, check=False)
   w = re.escape(str(workdir))
@@ -111,38 +129,12 @@ def test_failed_start_finished_relaunch_nan_and_override_with_workdir_alone(
       rf"--workdir={w} alone reuses its config.json \(optimizer.learning_rate=1e\+30"
       rf".*python -m experiments.main --workdir={w} "
       r"--config.optimizer.learning_rate=0.001")
-  # 5. the command the message suggests resumes from step 20 and saves the new rate
+  assert _train_rows(workdir) == [5, 10, 15, 20]
+  # 6. the command the message suggests resumes from step 20 and saves the new rate
   proc = _run([MAIN, f"--workdir={workdir}", "--config.optimizer.learning_rate=0.001"],
               data_dir)
   assert "from checkpoint step 20" in proc.stderr and "done at step 30" in proc.stderr
   config = json.loads((workdir / "config.json").read_text())
   assert config["optimizer"]["learning_rate"] == 0.001 and config["total_steps"] == 30
-  assert _train_rows(workdir) == [5, 10, 15, 20, 25, 30]
+  assert _train_rows(workdir) == [5, 10, 15, 20, *range(21, 31)]  # each step once
   assert _eval_rows(workdir) == [10, 20, 30]
-
-
-@pytest.mark.slow
-def test_kill_9_then_resume_logs_every_step_once(tmp_path, data_dir):
-  workdir = tmp_path / "run"
-  _run([MAIN, f"--config={VAE_CONFIG}:smoke", f"--workdir={workdir}",
-        "--config.total_steps=10"], data_dir)
-  # continued without checkpoints, a row per step, and killed: rows past step 10 stay
-  proc = subprocess.Popen(
-      [sys.executable, "-m", MAIN, f"--workdir={workdir}", "--config.log_every=1",
-       "--config.total_steps=1000000", "--config.checkpoint_every=1000000",
-       "--config.eval_every=0", "--config.sample_every=0"],
-      cwd=REPO, env=_env(data_dir), stderr=subprocess.PIPE, text=True)
-  try:
-    for line in proc.stderr:
-      if line.startswith("step 15/"):
-        break
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-  killed_at = max(r["step"] for r in rundir.read_metrics(workdir, "train"))
-  assert killed_at >= 15
-  proc = _run([MAIN, f"--workdir={workdir}", f"--config.total_steps={killed_at + 2}"],
-              data_dir)
-  assert "from checkpoint step 10" in proc.stderr
-  assert _train_rows(workdir) == [5, 10, *range(11, killed_at + 3)]
-  assert _eval_rows(workdir) == [10, killed_at + 2]
