@@ -5,7 +5,6 @@ r"""Prints a run's learning curve (train loss and test evaluations) as a table.
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 from absl import flags
@@ -21,11 +20,12 @@ def curve_table(workdir: str | pathlib.Path) -> str:
   The test NLL is the family's default ``log_likelihood`` (exact for flows and
   autoregressive models; the single-sample ELBO estimate for the VAE); the wall
   time and train loss are those of the newest train row at or before the step.
+  Rows logged twice (by a run killed and resumed) count once
+  (`genjax.rundir.read_metrics`).
   """
-  rows = [json.loads(l) for l in
-          (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines() if l]
-  train = [r for r in rows if "loss" in r]
-  evals = [r for r in rows if "eval/nll_nats" in r]
+  from genjax import rundir  # pylint: disable=g-import-not-at-top
+  train = [r for r in rundir.read_metrics(workdir, "train") if "loss" in r]
+  evals = [r for r in rundir.read_metrics(workdir, "eval") if "eval/nll_nats" in r]
   lines = ["| step | wall time (min) | train loss (nats) | test NLL (nats) | test bits/dim |",
            "|---:|---:|---:|---:|---:|"]
   for r in evals:

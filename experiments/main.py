@@ -4,7 +4,11 @@ r"""Trains a model, or resumes its run: the main job.
       --workdir=runs/vae_digits [--config.total_steps=8000 ...]
 
 Re-running with the same --workdir resumes from the newest checkpoint; with
---workdir alone it reuses the run's saved config.
+--workdir alone it reuses the run's saved config, to which --config.<key>=<value>
+overrides apply (fields that do not define the model, the data or the batch):
+
+  python -m experiments.main --workdir=runs/vae_digits \
+      --config.optimizer.learning_rate=3e-4 --config.total_steps=8000
 """
 
 from __future__ import annotations

@@ -43,6 +43,8 @@ def main(argv):
   from genjax import experiment  # pylint: disable=g-import-not-at-top
   from genjax.data import run_data  # pylint: disable=g-import-not-at-top
   common.setup()
+  if _NUM.value is not None:
+    experiment.check_num(_NUM.value)
   config = experiment.load_config(_WORKDIR.value)
   kind = run_data.kind(config.data.name)
   options = {k: v for k, v in (("method", _METHOD.value), ("temperature", _TEMPERATURE.value))
@@ -52,8 +54,6 @@ def main(argv):
     raise ValueError(f"{', '.join('--' + w for w in wrong)} apply to "
                      f"{'text' if kind == 'image' else 'image'} runs only; "
                      f"{_WORKDIR.value} is a {kind} run of {config.model.name}")
-  if _NUM.value is not None and _NUM.value < 1:
-    raise ValueError(f"--num must be >= 1, got {_NUM.value}")
   if kind == "image":
     for path in experiment.sample(_WORKDIR.value, num=_NUM.value or 64, out=_OUT.value,
                                   seed=_SEED.value, extras=_EXTRAS.value, **options):

@@ -39,9 +39,12 @@ from genjax import train as train_lib
 from genjax.data import run_data
 from genjax.rundir import MetricWriter
 from genjax.rundir import check_resumable as _check_resumable
+from genjax.rundir import check_writable
 from genjax.rundir import fmt_time as _fmt_time
 from genjax.rundir import load_config
+from genjax.rundir import logged_eval
 from genjax.rundir import prepare_config
+from genjax.rundir import read_metrics
 from genjax.rundir import save_config
 
 _FETCH_EVERY = 20  # steps whose metrics are fetched from the device together
@@ -194,7 +197,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
 
   Resumes from the newest checkpoint in ``workdir/checkpoints`` with the step
   count, the randomness and the data order continuing; raising
-  ``config.total_steps`` continues a finished run.
+  ``config.total_steps`` continues a finished run, and launching a finished run
+  again only reports its final evaluation. ``config.json`` is written once the
+  first step has run, so a start that fails leaves no config behind; a directory
+  without a checkpoint starts a new run whatever its ``config.json`` says.
 
   Args:
     config: an experiment config (``experiments/configs/<name>.py``).
@@ -209,15 +215,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
       it, and the message names the newest good checkpoint.
   """
   workdir = pathlib.Path(workdir)
+  check_writable(workdir, "the work directory")
   workdir.mkdir(parents=True, exist_ok=True)
-  config = prepare_config(config, workdir)
-  if (workdir / "config.json").exists():
-    _check_resumable(load_config(workdir), config)
+  config = prepare_config(config)
   family = models.get(config.model.name)
 
   mesh = train_lib.make_mesh(devices)
   ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
   try:
+    if ckpt.latest_step() is not None:  # a resume: the run's own files rule
+      config = prepare_config(config, workdir)  # e.g. its tokenizer's vocabulary
+      if (workdir / "config.json").exists():
+        _check_resumable(load_config(workdir), config)
     return _train(config, workdir, family, mesh, ckpt)
   finally:
     ckpt.close()  # on every exit, errors included: else orbax's threads print at exit
@@ -230,7 +239,7 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
   data_seed = config.seed
 
   create = _creator(family, config, init_key)
-  data = run_data.for_config(config, workdir)
+  data = run_data.for_config(config, workdir if ckpt.latest_step() is not None else None)
   it = data.train_iterator(config.batch_size // jax.process_count(), data_seed)
 
   latest = ckpt.latest_step()
@@ -255,8 +264,13 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
     if data_state:
       it.set_state(data_state)
     _log(f"genjax: resuming {workdir} from checkpoint step {start}")
-  save_config(config, workdir)  # only once the checkpoint (if any) fits it
-  data.save(workdir)  # a text run's tokenizer
+  if start >= config.total_steps:
+    finished = _finished_run(workdir, start)
+    if finished is not None:
+      _log(f"genjax: the run in {workdir} is finished (step {start}, total_steps "
+           f"{config.total_steps}); nothing to do. Raise --config.total_steps to train "
+           "it longer")
+      return finished
 
   ts_view = nnx.merge(graphdef, state)
   num_params = train_lib.count_params(ts_view.model)
@@ -268,7 +282,7 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
 
   step_fn = train_lib.compile_train_step(family, graphdef, mesh)
   sample_fn = jit_model_fn(family.sample, static_argnames=("num",))
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resume_step=start)  # drops rows a kill left past start
   last: dict[str, Any] = {}
 
   def model_state(state):
@@ -316,7 +330,7 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
   def account():
     nonlocal window_n
     for s, host in zip([p[0] for p in pending], jax.device_get([p[1] for p in pending])):
-      _check_finite((s, host), ckpt)
+      _check_finite((s, host), ckpt, workdir)
       for k, v in host.items():
         window[k] = window.get(k, 0.0) + float(v)
       window_n += 1
@@ -331,6 +345,10 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
         if step == start + 1:  # keep compilation out of the step rate
           jax.block_until_ready(metrics)
           t_window, window_step = time.time(), step
+          # the run has started (state, data, mesh and the compiled step all
+          # work): only now do the config and tokenizer claim the work directory
+          save_config(config, workdir)
+          data.save(workdir)
         pending.append((step, metrics))
         if len(pending) >= _FETCH_EVERY:
           account()
@@ -360,12 +378,14 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
                f"ETA {_fmt_time((config.total_steps - step) / rate)}")
           last = row
           window, window_n, t_window, window_step = {}, 0, time.time(), step
+        t_work = time.time()
         if is_eval:
           last_eval, last_eval_step = run_eval(step, state), step
         if is_sample:
           write_samples(step, state)
         if is_ckpt:
           save(step, state)
+        t_window += time.time() - t_work  # the step rate counts train steps only
         if stop["signal"]:
           stopped_by = stop["signal"]
           break
@@ -377,7 +397,10 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
            f"{ckpt.path(step)}; re-run the same command to resume")
       return {"train": last, "stopped_by": stopped_by, "step": step}
     path = write_samples(step, state)
-    result = last_eval if last_eval_step == step else run_eval(step, state)
+    if last_eval_step == step:
+      result = last_eval
+    else:  # a finished run launched again may have its final evaluation already
+      result = logged_eval(workdir, step) or run_eval(step, state)
     _log(f"genjax: done at step {step} in {_fmt_time(time.time() - t_start)}; "
          f"samples in {path}")
     return {"train": last, "eval": result, "step": step}
@@ -385,7 +408,19 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
     writer.close()
 
 
-def _check_finite(prev, ckpt) -> None:
+def _finished_run(workdir: pathlib.Path, step: int) -> dict[str, Any] | None:
+  """What `train` returns for a run finished at ``step``, if it has its final
+  evaluation and sample grid (a kill between the last checkpoint and them
+  leaves them to do)."""
+  result = logged_eval(workdir, step)
+  if result is None or not (workdir / "samples" / f"step_{step:08d}.png").exists():
+    return None
+  train_rows = read_metrics(workdir, "train")
+  return {"train": train_rows[-1] if train_rows else {}, "eval": result, "step": step,
+          "finished": True}
+
+
+def _check_finite(prev, ckpt, workdir: pathlib.Path) -> None:
   step, metrics = prev
   if float(metrics.get("finite", 1.0)) < 1.0:
     bad = ", ".join(f"{k}={float(v):g}" for k, v in metrics.items()
@@ -395,8 +430,21 @@ def _check_finite(prev, ckpt) -> None:
              if good is not None else "no checkpoint was written yet")
     raise NonFiniteLossError(
         f"non-finite loss or metric at step {step} ({bad}); training stopped and the "
-        f"update was not applied; {where}. Lower config.optimizer.learning_rate or "
-        "set config.optimizer.grad_clip_norm, then re-run to resume from it.")
+        f"update was not applied; {where}. {_nan_fix(workdir)}")
+
+
+def _nan_fix(workdir: pathlib.Path) -> str:
+  """How to relaunch after a non-finite loss, with the values that will be reused."""
+  if not (workdir / "config.json").exists():
+    return ("Lower config.optimizer.learning_rate or set "
+            "config.optimizer.grad_clip_norm, then launch again.")
+  opt = load_config(workdir).optimizer
+  return (f"A relaunch with --workdir={workdir} alone reuses its config.json "
+          f"(optimizer.learning_rate={opt.learning_rate:g}, "
+          f"optimizer.grad_clip_norm={opt.grad_clip_norm:g}); override them to resume "
+          f"from the checkpoint, e.g. python -m experiments.main --workdir={workdir} "
+          f"--config.optimizer.learning_rate={min(opt.learning_rate / 10, 1e-3):g} "
+          "[--config.optimizer.grad_clip_norm=1]")
 
 
 def synthetic_batch(config, batch_size: int | None = None, seed: int = 0) -> dict:
@@ -482,6 +530,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   from genjax import metrics  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
+  check_writable(workdir / "eval.json", "the evaluation output", directory=False)
   data = run_data.for_config(config, workdir)
   ll_kwargs = {}
   params = inspect.signature(family.log_likelihood).parameters
@@ -544,11 +593,18 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
   With ``extras``, also writes the family's ``visualizations`` (e.g. the VAE's
   reconstructions, interpolations and latent map) beside it. ``sample_kwargs``
   (e.g. ``method``, ``temperature``) go to the family's ``sample``.
+
+  Raises:
+    ValueError: ``num`` is not a positive integer.
+    PermissionError, NotADirectoryError, IsADirectoryError: ``out`` cannot be
+      written (checked before sampling).
   """
+  check_num(num)
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
   _check_sample_kwargs(family, sample_kwargs)
   out_path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.png"
+  check_writable(out_path, "--out" if out else "the sample grid", directory=False)
   key = jax.random.key(seed)
   graphdef, state = nnx.split(model)
   images = jit_model_fn(family.sample, static_argnames=("num", "method"))(
@@ -565,6 +621,13 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
       paths.append(images_lib.save_grid(
           out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols))
   return paths
+
+
+def check_num(num) -> None:
+  """Raises ValueError unless ``num`` (samples to draw) is a positive integer."""
+  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+    raise ValueError(f"the number of samples (--num, num=) must be a positive "
+                     f"integer, got {num!r}")
 
 
 def _check_sample_kwargs(family, kwargs) -> None:
@@ -619,11 +682,13 @@ def sample_text(workdir: str | pathlib.Path, *, num: int = 4, out: str | None = 
   Returns:
     ``(texts, path)``: the decoded samples, prompt included, and the file.
   """
+  check_num(num)
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
   _check_sample_kwargs(family, sample_kwargs)
+  path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.txt"
+  check_writable(path, "--out" if out else "the samples file", directory=False)
   tokenizer = run_data.load_tokenizer(workdir)
   texts = sample_texts(family, model, tokenizer, jax.random.key(seed), num=num,
                        prompt=prompt, max_new_tokens=max_new_tokens, **sample_kwargs)
-  path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.txt"
   return texts, _write_texts(path, texts)

@@ -2,15 +2,19 @@
 
 ``prepare_config`` checks and completes an experiment config; ``save_config`` and
 ``load_config`` write and read ``config.json``; ``check_resumable`` refuses a
-resume whose config changes what a run cannot change; `MetricWriter` appends rows
-to ``metrics.jsonl`` and TensorBoard. `genjax.experiment` runs on top of these.
+resume whose config changes what a run cannot change; ``check_writable`` fails
+early, with the path, where a launcher could not write; `MetricWriter` appends rows
+to ``metrics.jsonl`` and TensorBoard, and ``read_metrics`` reads them back, one row
+per step and kind. `genjax.experiment` runs on top of these.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import pathlib
+import tempfile
 from typing import Any
 
 import jax
@@ -68,6 +72,9 @@ def save_config(config, workdir: pathlib.Path) -> None:
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
   """The config a run in ``workdir`` was started with."""
   path = pathlib.Path(workdir) / "config.json"
+  if pathlib.Path(workdir).is_file():
+    raise NotADirectoryError(f"{workdir} is a file, not a run directory: pass the "
+                             "--workdir of a run")
   if not path.exists():
     raise FileNotFoundError(
         f"{path} does not exist: {workdir} holds no genjax run. Train first with "
@@ -93,8 +100,9 @@ def check_resumable(saved, config) -> None:
   if diffs:
     raise ValueError(
         "the config differs from the one this work directory was trained with, in "
-        "fields that a resumed run cannot change:\n  " + "\n  ".join(diffs) +
-        "\nUse a new --workdir, or launch with the saved config (--workdir alone).")
+        "fields that a resumed run cannot change: " + "; ".join(diffs) +
+        ". Use a new --workdir, or launch with the saved config (--workdir alone, "
+        "optionally with --config.<key> overrides of other fields).")
 
 
 def _normalise(x):
@@ -105,13 +113,129 @@ def _normalise(x):
   return x
 
 
+def check_writable(path: str | pathlib.Path, what: str, directory: bool = True) -> None:
+  """Fails unless a launcher can write ``path`` (a directory, or else a file).
+
+  Nothing is created: the check writes and removes a temporary file in ``path``
+  or in its nearest existing parent, so that a run, an evaluation or a sample
+  grid does not fail after minutes of work on a path it cannot write.
+
+  Args:
+    path: the directory (``directory=True``) or file to be written.
+    what: how the message names it (``"the work directory"``, ``"--out"``).
+    directory: whether ``path`` is a directory.
+
+  Raises:
+    NotADirectoryError: ``path`` (a directory) or a parent of it is a file.
+    IsADirectoryError: ``path`` (a file) is a directory.
+    PermissionError: nothing can be created there (read-only, no permission).
+  """
+  path = pathlib.Path(path).expanduser().absolute()
+  if directory and path.exists() and not path.is_dir():
+    raise NotADirectoryError(f"{what} {path} is a file, not a directory: pass a "
+                             "directory (it is created if missing)")
+  if not directory and path.is_dir():
+    raise IsADirectoryError(f"{what} {path} is a directory: remove it, or write "
+                            "elsewhere")
+  folder = path if directory else path.parent
+  existing = next(p for p in (folder, *folder.parents) if p.exists())
+  if not existing.is_dir():
+    raise NotADirectoryError(f"{what} {path} lies under {existing}, which is a file: "
+                             "pass another path")
+  try:
+    fd, probe = tempfile.mkstemp(dir=existing, prefix=".genjax_write_check_")
+  except OSError as e:
+    raise PermissionError(
+        f"cannot write {what} {path}: creating a file in {existing} failed "
+        f"({e.strerror}); pass a path you can write to, or make it writable") from None
+  os.close(fd)
+  os.remove(probe)
+
+
+# -------------------------------------------------------------------- metrics
+
+
+def _row_kind(row: dict[str, Any]) -> str:
+  return "eval" if any(k.startswith("eval/") for k in row) else "train"
+
+
+def _parse_rows(path: pathlib.Path) -> list[tuple[str, dict[str, Any]]]:
+  """``(line, row)`` for each whole row; a line cut short by a kill is skipped."""
+  out = []
+  for line in path.read_text(encoding="utf-8").splitlines():
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      continue
+    if isinstance(row, dict) and "step" in row:
+      out.append((line, row))
+  return out
+
+
+def read_metrics(workdir: str | pathlib.Path,
+                 kind: str | None = None) -> list[dict[str, Any]]:
+  """The rows of ``workdir/metrics.jsonl``, one per step and kind, by step.
+
+  A run resumed after a kill logs again the steps between its last checkpoint
+  and the kill; the writer drops them on resume, and this reader also keeps only
+  the last row of each (step, kind), the kinds being train rows and ``eval/``
+  rows, so that files written before that fix read the same.
+
+  Args:
+    workdir: a run directory.
+    kind: ``"train"`` or ``"eval"`` for the rows of that kind only; None for all.
+
+  Returns:
+    The rows as dicts, sorted by step (train before eval at equal steps, as
+    written); empty if the run has no ``metrics.jsonl``.
+  """
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return []
+  rows: dict[tuple[int, str], dict[str, Any]] = {}
+  for _, row in _parse_rows(path):
+    if kind is None or _row_kind(row) == kind:
+      rows[(row["step"], _row_kind(row))] = row
+  return sorted(rows.values(), key=lambda r: r["step"])
+
+
+def logged_eval(workdir: str | pathlib.Path, step: int) -> dict[str, Any] | None:
+  """The evaluation logged at ``step``, keys without ``eval/`` and its timing, if any."""
+  rows = [r for r in read_metrics(workdir, "eval") if r["step"] == step]
+  if not rows:
+    return None
+  return {k[len("eval/"):]: v for k, v in rows[-1].items()
+          if k.startswith("eval/") and k != "eval/seconds"}
+
+
+def _drop_rows_after(path: pathlib.Path, step: int) -> None:
+  """Rewrites ``path`` (atomically) without its rows past ``step``."""
+  if not path.exists():
+    return
+  text = path.read_text(encoding="utf-8")
+  keep = [line + "\n" for line, row in _parse_rows(path) if row["step"] <= step]
+  if "".join(keep) == text:
+    return
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text("".join(keep), encoding="utf-8")
+  os.replace(tmp, path)
+
+
 # -------------------------------------------------------------------- writers
 
 
 class MetricWriter:
-  """Writes metric rows to ``metrics.jsonl`` and TensorBoard."""
+  """Writes metric rows to ``metrics.jsonl`` and TensorBoard.
 
-  def __init__(self, workdir: pathlib.Path):
+  Args:
+    workdir: the run directory.
+    resume_step: the step the run starts from; rows past it (logged after the
+      checkpoint it resumes from, by a run that was killed) are dropped first.
+  """
+
+  def __init__(self, workdir: pathlib.Path, resume_step: int | None = None):
+    if resume_step is not None:
+      _drop_rows_after(workdir / "metrics.jsonl", resume_step)
     self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top

@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -25,20 +26,33 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 VAE_CONFIG = "experiments/configs/vae.py"
 
 
-def _env(data_dir):
+def _env(data_dir, **extra):
   env = dict(os.environ)
   env["GENJAX_DATA_DIR"] = str(data_dir)
   env["JAX_PLATFORMS"] = "cpu"
   env["PYTHONUNBUFFERED"] = "1"
+  env.pop("GENJAX_TRACEBACK", None)
+  env.update(extra)
   return env
 
 
-def _run(args, data_dir, check=True, timeout=240):
-  proc = subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=_env(data_dir),
+def _run(args, data_dir, check=True, timeout=240, cwd=REPO):
+  proc = subprocess.run([sys.executable, "-m", *args], cwd=cwd, env=_env(data_dir),
                         capture_output=True, text=True, timeout=timeout)
   if check and proc.returncode != 0:
     raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
   return proc
+
+
+def _assert_one_line_error(proc, pattern):
+  """The launcher failed, printed no traceback, and its last line is
+  ``error: ...`` matching ``pattern``."""
+  assert proc.returncode != 0, proc.stderr
+  assert "Traceback" not in proc.stderr, proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), proc.stderr
+  assert re.search(pattern, last), last
+  return last
 
 
 def _smoke_config(data_dir, **overrides):
@@ -95,6 +109,7 @@ def test_resume_continues_the_step_count(trained):
   assert (trained.workdir / "checkpoints" / "30").exists()
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(tmp_path, data_dir):
   """10 steps + resume to 20 gives exactly the parameters of 20 straight steps:
   step count, randomness and data order all continue."""
@@ -188,8 +203,12 @@ def test_non_finite_loss_stops_with_the_step_and_the_last_good_checkpoint(
   config = _smoke_config(data_dir, total_steps=20)
   config.model.name = "nanvae"
   with pytest.raises(experiment.NonFiniteLossError,
-                     match=r"step 13 .*newest good checkpoint is step 10"):
+                     match=r"step 13 .*newest good checkpoint is step 10") as err:
     experiment.train(config, tmp_path)
+  # the relaunch reuses the saved config: the message says so and how to override it
+  assert (f"--workdir={tmp_path} alone reuses its config.json "
+          "(optimizer.learning_rate=0.001" in str(err.value))
+  assert "--config.optimizer.learning_rate=0.0001" in str(err.value)
   assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()
                 if p.name.isdigit()) == [10]
 
@@ -219,24 +238,68 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
 @pytest.mark.parametrize("override, message", [
     ("--config.model.name=vea", "unknown model 'vea'; known models: .*vae"),
     ("--config.data.name=cifar", "unknown dataset 'cifar'; known datasets: digits, mnist"),
-    ("--config.modle.latent_dim=3", "names a key the config does not have.*model"),
+    ("--config.modle.latent_dim=3", "config has no key 'modle'; the closest keys are config.model"),
     ("--config.model.input_shape=(28,28,1)", "does not match the digits data"),
     ("--config.data.view=8bit", "likelihood='bernoulli' models binarized images"),
 ])
 def test_bad_config_gets_a_one_line_error(tmp_path, data_dir, override, message):
   proc = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
                f"--workdir={tmp_path}", override], data_dir, check=False)
-  assert proc.returncode != 0
-  assert "Traceback" not in proc.stderr
-  import re  # pylint: disable=g-import-not-at-top
-  assert re.search(message, proc.stderr), proc.stderr
+  _assert_one_line_error(proc, message)
 
 
 def test_changed_model_config_is_refused_on_resume(trained, data_dir):
   proc = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
                f"--workdir={trained.workdir}", "--config.model.latent_dim=7"],
               data_dir, check=False)
-  assert proc.returncode != 0 and "cannot change" in proc.stderr and "model" in proc.stderr
+  _assert_one_line_error(proc, "cannot change: model: saved .*'latent_dim': 4.*Use a new --workdir")
+
+
+def test_evaluate_checks_that_it_can_write_eval_json_before_evaluating(
+    trained, tmp_path, data_dir):
+  import shutil  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  shutil.copytree(trained.workdir, workdir)
+  (workdir / "eval.json").unlink(missing_ok=True)
+  (workdir / "eval.json").mkdir()  # an unwritable destination, also for root
+  proc = _run(["experiments.evaluate", f"--workdir={workdir}", "--num_samples=8"],
+              data_dir, check=False)
+  _assert_one_line_error(proc, re.escape(f"output {workdir}/eval.json is a directory"))
+  assert "evaluating" not in proc.stderr and "eval batch" not in proc.stderr
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self").exists(), reason="needs Linux /proc")
+def test_sample_checks_num_and_out_before_sampling(trained, tmp_path, data_dir):
+  """--num is checked before anything is read; an --out that cannot be written
+  (nothing can be created in /proc) before sampling."""
+  proc = _run(["experiments.sample", f"--workdir={tmp_path}", "--num=0"], data_dir,
+              check=False)
+  _assert_one_line_error(proc, r"samples \(--num, num=\) must be a positive integer, "
+                               r"got 0$")
+  proc = _run(["experiments.sample", f"--workdir={trained.workdir}", "--num=4",
+               "--out=/proc/genjax_test/grid.png"], data_dir, check=False)
+  _assert_one_line_error(proc, "cannot write --out /proc/genjax_test/grid.png: creating "
+                               "a file in /proc failed")
+  for num in (0, -3, 2.5):  # library users get the same check
+    with pytest.raises(ValueError, match=rf"\(--num, num=\) .* got {num}$"):
+      experiment.sample(trained.workdir, num=num)
+
+
+def test_step_rate_leaves_out_evaluation_time(tmp_path, data_dir, monkeypatch):
+  """A slow evaluation at step 10 does not lower the step rate of the window
+  after it (the rate and ETA of the next progress line)."""
+  pause = 1.0
+  evaluate_model = experiment.evaluate_model
+
+  def slow_evaluate_model(*args, **kwargs):
+    time.sleep(pause)
+    return evaluate_model(*args, **kwargs)
+
+  monkeypatch.setattr(experiment, "evaluate_model", slow_evaluate_model)
+  experiment.train(_smoke_config(data_dir, sample_every=0), tmp_path)
+  rates = {r["step"]: r["steps_per_sec"] for r in _rows(tmp_path) if "loss" in r}
+  # charged the pause, steps 11-15 would run at under 5 / pause steps/s
+  assert rates[15] > 3 * 5 / pause, rates
 
 
 def test_checkpoint_of_another_model_gets_a_clear_error_and_no_config(
@@ -301,6 +364,7 @@ def test_gan_sample_writes_a_png_grid(gan_trained, data_dir, tmp_path):
   assert out.exists()
 
 
+@pytest.mark.slow
 def test_gan_resumed_run_equals_uninterrupted_run(tmp_path, data_dir):
   """Both players, both optimizer states and the EMA continue exactly."""
   from experiments.configs import dcgan  # pylint: disable=g-import-not-at-top
@@ -326,6 +390,7 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, data_dir):
   assert proc.returncode != 0 and "holds no genjax run" in proc.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, overrides", [
     ("pixelcnn", []),
     ("gated_pixelcnn", ["--config.model.num_classes=10"]),

@@ -96,7 +96,7 @@ def test_sample_prints_the_prompt_and_its_continuations(run, data_dir, tmp_path)
   bad = _run(["experiments.sample", f"--workdir={run.workdir}", "--noextras"], data_dir,
              check=False)
   assert bad.returncode != 0
-  assert "--extras apply to image runs only" in bad.stderr.strip().splitlines()[-2]
+  assert "--extras apply to image runs only" in bad.stderr.strip().splitlines()[-1]
   image_run = tmp_path / "image_run"
   image_run.mkdir()
   (image_run / "config.json").write_text(json.dumps(

@@ -96,7 +96,7 @@ def _floor(config, view: str, num: int) -> dict:
 def main(argv):
   del argv
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from genjax import experiment  # pylint: disable=g-import-not-at-top
+  from genjax import experiment, rundir  # pylint: disable=g-import-not-at-top
   common.setup()
   root = pathlib.Path(_WORKDIR.value)
   root.mkdir(parents=True, exist_ok=True)
@@ -121,8 +121,7 @@ def main(argv):
       experiment.train(config, workdir)
     except experiment.NonFiniteLossError as e:
       diverged = str(e)
-    lines = (workdir / "metrics.jsonl").read_text().splitlines()
-    train_rows = [json.loads(l) for l in lines if l and "wall_seconds" in l]
+    train_rows = [r for r in rundir.read_metrics(workdir, "train") if "wall_seconds" in r]
     wall = train_rows[-1]["wall_seconds"] if train_rows else time.time() - t0
     row = {**_model_quality(workdir, _NUM.value), "seed": seed,
            "train_minutes": wall / 60, "calibrated_step_seconds": step_s,

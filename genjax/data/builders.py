@@ -122,9 +122,10 @@ def _mnist_help(searched: list[pathlib.Path]) -> str:
       "(name + '.gz') or plain.",
       "Paths searched:" if searched else "No directory was searched.",
       *(f"  {p}" for p in searched),
-      f"Fix: put the files in a directory and set {MNIST_DIR_ENV}=<dir> (or "
-      "pass mnist_dir=<dir>), or allow the download from "
-      f"{MNIST_URL} by leaving both unset on a machine with network access.",
+      f"Fix: put the files in a directory and set {MNIST_DIR_ENV}=<dir>, or pass "
+      "--config.data.mnist_dir=<dir> to a launcher (mnist_dir=<dir> in Python), or "
+      f"allow the download from {MNIST_URL} by leaving both unset on a machine with "
+      "network access.",
   ]
   return "\n".join(lines)
 

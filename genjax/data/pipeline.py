@@ -23,6 +23,7 @@ import fcntl
 import functools
 import os
 import pathlib
+import shutil
 import sys
 import threading
 import time
@@ -148,6 +149,21 @@ def _is_prepared(root: pathlib.Path, cls: type[Any]) -> bool:
   return (root / cls.name / str(cls.VERSION) / "dataset_info.json").is_file()
 
 
+def _remove_incomplete(root: pathlib.Path, cls: type[Any]) -> None:
+  """Removes what a killed preparation left (TFDS writes a data set into
+  ``<name>/incomplete.<random>_<version>/`` and renames it when done); call with
+  the preparation lock held, so that no live preparation owns them."""
+  # pylint: disable-next=g-import-not-at-top
+  from tensorflow_datasets.core import constants
+  for path in sorted((root / cls.name).glob(f"{constants.INCOMPLETE_PREFIX}*")):
+    print(f"genjax.data: removing {path}, left by an interrupted preparation",
+          file=sys.stderr, flush=True)
+    if path.is_dir():
+      shutil.rmtree(path)
+    else:
+      path.unlink()
+
+
 def _builder(name: str, root: pathlib.Path, mnist_dir: Any) -> Any:
   """A prepared builder of ``name`` under ``root``, preparing it once."""
   cls = _BUILDERS[name]
@@ -157,6 +173,7 @@ def _builder(name: str, root: pathlib.Path, mnist_dir: Any) -> Any:
     root.mkdir(parents=True, exist_ok=True)
     with _file_lock(root / f".{cls.name}.lock"):
       if not _is_prepared(root, cls):  # Another process may have done it.
+        _remove_incomplete(root, cls)
         builder = make()
         if name == "mnist":
           src = builder.source_dir()

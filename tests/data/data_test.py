@@ -459,6 +459,22 @@ def test_concurrent_preparation_happens_once(tmp_path):
   np.testing.assert_array_equal(got["image"], arrays["test"]["image"])
 
 
+def test_preparation_removes_what_a_killed_preparation_left(tmp_path):
+  """TFDS prepares into ``incomplete.<random>_<version>/`` and renames it when
+  done; a kill -9 leaves that folder, which the next preparation removes."""
+  idx_dir = tmp_path / "idx"
+  _fake_mnist(idx_dir, seed=2)
+  root = tmp_path / "d"
+  leftover = root / "genjax_mnist" / "incomplete.Q7X2KD_1.0.0"
+  (leftover / "genjax_mnist-train.array_record-00000-of-00001").parent.mkdir(parents=True)
+  (leftover / "genjax_mnist-train.array_record-00000-of-00001").write_bytes(b"cut")
+  stderr = io.StringIO()
+  with contextlib.redirect_stderr(stderr):
+    data.source("mnist", "test", data_dir=root, mnist_dir=idx_dir)
+  assert f"removing {leftover}, left by an interrupted preparation" in stderr.getvalue()
+  assert sorted(p.name for p in (root / "genjax_mnist").iterdir()) == ["1.0.0"]
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
   def log_message(self, *args):  # pylint: disable=arguments-differ
