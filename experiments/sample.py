@@ -3,12 +3,16 @@ r"""Samples from the newest checkpoint of a run: a PNG grid, or text.
   python -m experiments.sample --workdir=runs/vae_digits --num=64 --out=samples.png
   python -m experiments.sample --workdir=runs/gpt_char --prompt="ROMEO:" --num=4 \
       --max_new_tokens=500 [--temperature=0.8 --top_k=40 --top_p=0.95 --method=naive]
+  python -m experiments.sample --workdir=runs/dalle_mnist --caption="two seven" --num=16 \
+      [--candidates=8]
 
 Image runs: families with visualizations (the VAE's reconstructions, interpolations
 and, for a 2-D latent space, the latent map) get them beside the grid as
 <out>_<name>.png; --method and --temperature go to families whose sampler takes them
 (the pixel models). Text runs print the decoded samples, prompt included, and write
-them to --out (default WORKDIR/samples/sample_<step>.txt).
+them to --out (default WORKDIR/samples/sample_<step>.txt). Text-to-image runs
+(DALL-E) write a grid of strips for --caption, each the best of --candidates by the
+run's CLIP-style scorer.
 """
 
 from __future__ import annotations
@@ -29,9 +33,12 @@ _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", None,
                                        "text: tokens drawn after the prompt (default 256)")
 _TOP_K = flags.DEFINE_integer("top_k", None, "text: keep the k most likely tokens")
 _TOP_P = flags.DEFINE_float("top_p", None, "text: keep the nucleus of probability p")
+_CAPTION = flags.DEFINE_string("caption", None, "text-to-image (DALL-E): the caption")
+_CANDIDATES = flags.DEFINE_integer("candidates", 1, "text-to-image: strips drawn per "
+                                   "image, the best kept by the run's CLIP-style scorer")
 
-_TEXT_ONLY = ("prompt", "max_new_tokens", "top_k", "top_p")
-_IMAGE_ONLY = ("extras",)
+_ONLY = {"text": ("prompt", "max_new_tokens"), "captions": ("caption", "candidates"),
+         "token": ("top_k", "top_p"), "image": ("extras",)}
 
 
 def _given(names) -> list[str]:
@@ -49,11 +56,24 @@ def main(argv):
   kind = run_data.kind(config.data.name)
   options = {k: v for k, v in (("method", _METHOD.value), ("temperature", _TEMPERATURE.value))
              if v is not None}
-  wrong = _given(_TEXT_ONLY if kind == "image" else _IMAGE_ONLY)
-  if wrong:
-    raise ValueError(f"{', '.join('--' + w for w in wrong)} apply to "
-                     f"{'text' if kind == 'image' else 'image'} runs only; "
-                     f"{_WORKDIR.value} is a {kind} run of {config.model.name}")
+  allowed = {"image": ("image",), "text": ("text", "token"),
+             "captions": ("captions", "token")}[kind]
+  for group, names in _ONLY.items():
+    wrong = _given(names) if group not in allowed else []
+    if wrong:
+      runs = {"token": "text and text-to-image", "captions": "text-to-image"}.get(
+          group, group)
+      raise ValueError(f"{', '.join('--' + w for w in wrong)} apply to {runs} runs only; "
+                       f"{_WORKDIR.value} is a {kind} run of {config.model.name}")
+  if kind == "captions":
+    options.update({k: v for k, v in (("top_k", _TOP_K.value), ("top_p", _TOP_P.value))
+                    if v is not None})
+    if _CAPTION.value is None:
+      raise ValueError("a text-to-image run needs --caption=\"...\" (e.g. \"two seven\")")
+    print(experiment.sample_captions(_WORKDIR.value, _CAPTION.value, num=_NUM.value or 16,
+                                     candidates=_CANDIDATES.value, out=_OUT.value,
+                                     seed=_SEED.value, **options))
+    return
   if kind == "image":
     for path in experiment.sample(_WORKDIR.value, num=_NUM.value or 64, out=_OUT.value,
                                   seed=_SEED.value, extras=_EXTRAS.value, **options):

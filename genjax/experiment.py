@@ -106,6 +106,7 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
   graphdef, state = nnx.split(model)
   ll_fn, extra_fn = _eval_fns(family, tuple(sorted((ll_kwargs or {}).items())))
   sums: dict[str, float] = {}
+  vectors: dict[str, np.ndarray] = {}
   count = 0
   start = time.time()
   for i, batch in enumerate(batches):
@@ -116,7 +117,11 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
       sums["ll"] = sums.get("ll", 0.0) + float(ll.sum())
     if extra_fn is not None:
       for k, v in extra_fn(graphdef, state, batch, jax.random.fold_in(bkey, 1)).items():
-        sums[k] = sums.get(k, 0.0) + float(np.asarray(v, np.float64).sum())
+        v = np.asarray(v, np.float64)
+        if v.ndim > 1:  # per-example vectors (e.g. code counts): summed over examples
+          vectors[k] = vectors.get(k, 0.0) + v.sum(0)
+        else:
+          sums[k] = sums.get(k, 0.0) + float(v.sum())
     count += next(iter(batch.values())).shape[0]
     if progress:
       done = i + 1
@@ -131,9 +136,13 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
            f"{nll}{rate:.1f} ex/s | ETA {_fmt_time(eta)}")
   if count == 0:
     raise ValueError("evaluation saw no examples")
+  summary = getattr(family, "eval_summary", None)
+  if vectors and summary is not None:  # e.g. a tokenizer's codebook usage
+    sums.update({k: v * count for k, v in summary(vectors).items()})
   if "num_tokens" in sums and "ll" in sums:
-    return _token_summary(-sums.pop("ll"), sums.pop("num_tokens"),
-                          getattr(batches, "num_chars", None))
+    out = _token_summary(-sums.pop("ll"), sums.pop("num_tokens"),
+                         getattr(batches, "num_chars", None))
+    return {**out, **{k: v / count for k, v in sums.items()}}
   out = {}
   if "ll" in sums:
     out["nll_nats"] = -sums.pop("ll") / count
@@ -217,8 +226,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   workdir = pathlib.Path(workdir)
   check_writable(workdir, "the work directory")
   workdir.mkdir(parents=True, exist_ok=True)
-  config = prepare_config(config)
   family = models.get(config.model.name)
+  prepare_run = getattr(family, "prepare_run", None)
+  if prepare_run is not None:  # e.g. DALL-E trains its image tokenizer first
+    config = prepare_run(config, workdir)
+  config = prepare_config(config)
 
   mesh = train_lib.make_mesh(devices)
   ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
@@ -540,7 +552,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   n = data.num_examples(split)
   num_batches = -(-n // batch_size)
   kind = (ll_kwargs or "exact likelihood") if has_likelihood(family) else "no likelihood"
-  unit = "windows" if data.kind == "text" else "examples"
+  unit = {"text": "windows", "captions": "strips"}.get(data.kind, "examples")
   _log(f"genjax: evaluating {config.model.name} step {step} on {config.data.name}/"
        f"{split} ({n} {unit}, {kind})")
   t0 = time.time()
@@ -554,6 +566,11 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
          "step": step, **result, **ll_kwargs,
          "likelihood": getattr(family, "LIKELIHOOD", "exact"),
          "seconds": time.time() - t0, "device": jax.devices()[0].device_kind}
+  if data.kind == "captions":
+    out.update(sample_metrics="not computed here: see experiments.benchmarks."
+               "caption_accuracy")
+    (workdir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
   if data.kind == "text":
     out.update(tokenizer=data.tokenizer.kind, vocab_size=data.tokenizer.vocab_size,
                sample_metrics="not computed: text data")
@@ -692,3 +709,24 @@ def sample_text(workdir: str | pathlib.Path, *, num: int = 4, out: str | None = 
   texts = sample_texts(family, model, tokenizer, jax.random.key(seed), num=num,
                        prompt=prompt, max_new_tokens=max_new_tokens, **sample_kwargs)
   return texts, _write_texts(path, texts)
+
+
+def sample_captions(workdir: str | pathlib.Path, caption: str, *, num: int = 16,
+                    candidates: int = 1, out: str | None = None, seed: int = 0,
+                    **sample_kwargs) -> pathlib.Path:
+  """A grid of ``num`` strips that a text-to-image run (DALL-E) draws for ``caption``,
+  each the best of ``candidates`` by the run's CLIP-style scorer; written as a PNG
+  (default ``WORKDIR/samples/caption_<step>.png``)."""
+  check_num(num)
+  workdir = pathlib.Path(workdir)
+  family, model, config, step = restore_model(workdir)
+  if not hasattr(family, "generate"):
+    raise ValueError(f"{workdir} is a {config.model.name} run: --caption needs a "
+                     "text-to-image run (dalle)")
+  _check_sample_kwargs(family, sample_kwargs)
+  path = pathlib.Path(out) if out else workdir / "samples" / f"caption_{step:08d}.png"
+  check_writable(path, "--out" if out else "the sample grid", directory=False)
+  images, _ = family.generate(model, jax.random.key(seed), [caption] * num,
+                              candidates=candidates, **sample_kwargs)
+  return images_lib.save_grid(path, np.asarray(images),
+                              cols=max(1, int(round(math.sqrt(num)))))

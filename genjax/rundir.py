@@ -48,9 +48,11 @@ def prepare_config(config: ml_collections.ConfigDict,
   data = run_data.for_config(config, workdir)
   for name, value in data.model_fields().items():
     given = config.model.get(name)
+    if hasattr(given, "to_dict"):
+      given = given.to_dict()
     if isinstance(given, (list, tuple)):
       given = tuple(given)
-    if given not in (None, (), 0) and given != value:
+    if given not in (None, (), 0, {}) and _normalise(given) != _normalise(value):
       raise ValueError(
           f"config.model.{name}={given!r} does not match the {config.data.name} data, "
           f"which needs {value!r}; leave it empty (it is filled from the data) or fix it")

@@ -132,8 +132,8 @@ def global_norm(tree) -> jax.Array:
 
 
 def gradient_step(module: nnx.Module, opt: nnx.Optimizer,
-                  loss_fn: Callable[[nnx.Module], tuple[jax.Array, Metrics]]
-                  ) -> tuple[jax.Array, Metrics, Metrics]:
+                  loss_fn: Callable[[nnx.Module], tuple[jax.Array, Metrics]],
+                  wrt=nnx.Param) -> tuple[jax.Array, Metrics, Metrics]:
   """One optimizer step of ``opt`` on the parameters of ``module``, in place.
 
   The building block of every ``update``: the default one applies it once to the
@@ -144,16 +144,19 @@ def gradient_step(module: nnx.Module, opt: nnx.Optimizer,
     opt: an ``nnx.Optimizer`` made for ``module``.
     loss_fn: ``module -> (loss, aux)``; differentiated with respect to the
       parameters of ``module`` only.
+    wrt: the filter of the trained variables (the optimizer's ``wrt``); default
+      every ``nnx.Param`` (a frozen part, e.g. DALL-E's image tokenizer, is left out).
 
   Returns:
     ``(loss, aux, norms)``; ``norms`` holds ``grad_norm``, ``param_norm`` and
     ``update_norm`` (the L2 norm of the parameter change).
   """
-  (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(module)
+  (loss, aux), grads = nnx.value_and_grad(
+      loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(module)
   # the arrays, not the variables: opt.update changes the variables in place
-  before = jax.tree.leaves(nnx.state(module, nnx.Param))
+  before = jax.tree.leaves(nnx.state(module, wrt))
   opt.update(module, grads)
-  after = jax.tree.leaves(nnx.state(module, nnx.Param))
+  after = jax.tree.leaves(nnx.state(module, wrt))
   norms = {"grad_norm": global_norm(grads), "param_norm": global_norm(after),
            "update_norm": global_norm([a - b for a, b in zip(after, before)])}
   return loss, aux, norms

@@ -23,7 +23,12 @@ Optional hooks, looked up with ``getattr`` by the generic training and launcher 
 * ``update(model, optimizer, batch, key) -> metrics``: one in-place training update;
   defaults to ``genjax.train.default_update`` (a gradient step on ``loss``).
 * ``eval_metrics(model, batch, key) -> dict[str, float[B]]``: extra per-example
-  numbers for ``experiments.evaluate`` (e.g. the VAE's ELBO terms).
+  numbers for ``experiments.evaluate`` (e.g. the VAE's ELBO terms); entries of
+  shape ``[B, K]`` are summed over the evaluation and passed to
+* ``eval_summary(totals) -> dict[str, float]``: numbers of the whole evaluation
+  from those sums (e.g. a tokenizer's codebook perplexity).
+* ``prepare_run(config, workdir) -> config``: run before training starts, for a
+  family that depends on another run (DALL-E trains its image tokenizer first).
 * ``visualizations(model, key, batch) -> dict[str, uint8[N, H, W, C]]``: extra image
   sets that ``experiments.sample`` writes as PNG grids.
 * ``LIKELIHOOD``: a string describing ``log_likelihood`` (default exact), or None
@@ -48,6 +53,8 @@ _REGISTRY: dict[str, str] = {
     "pixelcnn_pp": "genjax.models.pixelcnn_pp",
     "dcgan": "genjax.models.dcgan",
     "gpt": "genjax.models.gpt",
+    "dvae": "genjax.models.dvae",
+    "dalle": "genjax.models.dalle",
 }
 
 

@@ -35,6 +35,7 @@ from flax import nnx
 
 from genjax import compiled
 from genjax.models import decoding
+from genjax.nn import dense
 from genjax.nn import transformer
 from genjax.nn.layers import dropout as _dropout
 
@@ -47,7 +48,11 @@ _DEFAULTS = dict(name="gpt", vocab_size=None, block_size=64, num_layers=4, num_h
 
 
 class GPT(nnx.Module):
-  """Token embedding, optional learned positions, the block stack, tied output."""
+  """Token embedding, optional learned positions, the block stack, tied output.
+
+  ``positions="none"`` adds no position embedding (for subclasses that add their
+  own in `embed_tokens`, as DALL-E's rows and columns).
+  """
 
   def __init__(self, vocab_size, block_size, num_layers, num_heads, width, mlp_ratio,
                dropout, positions, bias, dtype, *, rngs: nnx.Rngs):
@@ -69,9 +74,12 @@ class GPT(nnx.Module):
       x = x + self.pos_embed(positions_BxT)
     return _dropout(key, self.dropout, x).astype(self.dtype)
 
-  def logits(self, x_BxTxD):
-    """Output logits (float32) through the tied embedding."""
-    return self.embed.attend(self.ln_f(x_BxTxD).astype(jnp.float32))
+  def logits(self, x_BxTxD, positions_BxT=None):
+    """Output logits (float32) through the tied embedding; ``positions_BxT`` (of
+    the inputs) is for subclasses whose vocabulary depends on the position."""
+    del positions_BxT
+    return dense.matmul_transposed(self.ln_f(x_BxTxD).astype(jnp.float32),
+                                   self.embed.embedding[...])
 
   def __call__(self, tokens_BxT, positions_BxT=None, mask_BxTxS=None, key=None):
     """Logits ``[B, T, V]`` of the next token at every position (causal)."""
@@ -80,7 +88,7 @@ class GPT(nnx.Module):
     k_embed, k_stack = jax.random.split(key) if key is not None else (None, None)
     x = self.embed_tokens(tokens_BxT, positions_BxT, k_embed)
     x = self.stack(x, positions_BxT, mask_BxTxS, key=k_stack, rate=self.dropout)
-    return self.logits(x)
+    return self.logits(x, positions_BxT)
 
   def decoder(self) -> decoding.Decoder:
     """The `decoding.Decoder` of this model (its functions close over it)."""
@@ -91,12 +99,12 @@ class GPT(nnx.Module):
       pos = decoding.positions(valid)
       x, cache = self.stack(self.embed_tokens(tokens, pos), pos,
                             decoding.window_mask(valid), return_cache=True)
-      return self.logits(x), cache
+      return self.logits(x, pos), cache
 
     def step(cache, token_B, position_B, slot, visible_BxS):
       x = self.embed_tokens(token_B[:, None], position_B[:, None])
       x, cache = self.stack.decode(x, position_B[:, None], cache, slot, visible_BxS[:, None])
-      return self.logits(x)[:, 0], cache
+      return self.logits(x, position_B[:, None])[:, 0], cache
 
     return decoding.Decoder(forward, prefill, step)
 
@@ -216,7 +224,9 @@ def _check_tokens(model: GPT, tokens, name="batch['tokens']", max_len=None) -> N
     raise TypeError(f"{name} has dtype {tokens.dtype}; expected int32 token ids")
 
 
-def _token_log_probs(model: GPT, batch, key=None):
+def token_log_probs(model: GPT, batch, key=None):
+  """Per-target ``log p(token t | tokens < t)`` ``[B, T-1]`` (zero where masked) and
+  the mask's weights, from one forward pass (dropout from ``key``)."""
   if not isinstance(batch, dict) or "tokens" not in batch:
     raise TypeError("a token batch must be a dict with 'tokens' (int32[B, T])"
                     + (f"; got keys {sorted(batch)}" if isinstance(batch, dict) else ""))
@@ -239,7 +249,7 @@ def log_likelihood(model: GPT, batch, key: jax.Array | None = None) -> jax.Array
   Positions where ``batch["mask"]`` is False (padding) count nothing.
   """
   del key
-  lp, _ = _token_log_probs(model, batch)
+  lp, _ = token_log_probs(model, batch)
   return lp.sum(-1)
 
 
@@ -250,7 +260,7 @@ def loss(model: GPT, batch, key: jax.Array | None = None):
   Returns:
     ``(loss, metrics)``; metrics ``loss`` and ``bits_per_token``.
   """
-  lp, weight = _token_log_probs(model, batch, key)
+  lp, weight = token_log_probs(model, batch, key)
   nll = -lp.sum() / jnp.maximum(weight.sum(), 1.0)
   return nll, {"loss": nll, "bits_per_token": nll / math.log(2.0)}
 

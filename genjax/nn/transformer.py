@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax.nn.dense import Dense
 from genjax.nn.layers import dropout
 
 INIT_STD = 0.02  # GPT-2's initialisation
@@ -64,8 +65,7 @@ class Block(nnx.Module):
     self.num_heads, self.rotary, self.rotary_base = num_heads, rotary, float(rotary_base)
     init = nnx.initializers.normal(INIT_STD)
     resid_init = nnx.initializers.normal(INIT_STD / math.sqrt(2 * num_layers))
-    dense = lambda i, o, k: nnx.Linear(i, o, use_bias=bias, kernel_init=k, dtype=dtype,
-                                       rngs=rngs)
+    dense = lambda i, o, k: Dense(i, o, use_bias=bias, kernel_init=k, dtype=dtype, rngs=rngs)
     self.ln1 = nnx.LayerNorm(width, use_bias=bias, dtype=dtype, rngs=rngs)
     self.qkv = dense(width, 3 * width, init)
     self.proj = dense(width, width, resid_init)
