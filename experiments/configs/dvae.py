@@ -30,12 +30,12 @@ def get_config(variant: str = "mnist"):
   c.model.quantizer = "gumbel"       # "gumbel" (dVAE) | "vq" (VQ-VAE, EMA codebook)
   c.model.codebook_size = 512
   c.model.code_dim = 64
-  c.model.channels = (32, 64)        # one stride-2 stage each: 28 -> 14 -> 7
+  c.model.channels = (16, 32)        # one stride-2 stage each: 28 -> 14 -> 7
   c.model.likelihood = "discretized_logistic"
   c.model.kl_weight = 1.0
   c.model.temperature_start = 1.0
   c.model.temperature_end = 1.0 / 16
-  c.model.anneal_steps = 4000
+  c.model.anneal_steps = 3000
   c.model.commitment = 0.25
   c.model.ema_decay = 0.99
   c.model.dead_threshold = 0.01
@@ -60,12 +60,12 @@ def get_config(variant: str = "mnist"):
   elif variant in ("mnist", "mnist_vq"):
     c.data.name = "mnist"
     c.batch_size = 64
-    c.total_steps = 6000
+    c.total_steps = 4000
     c.log_every = 200
-    c.eval_every = 3000
+    c.eval_every = 2000
     c.eval_batch_size = 500
     c.checkpoint_every = 1000
-    c.sample_every = 3000
+    c.sample_every = 2000
     if variant == "mnist_vq":
       c.model.quantizer = "vq"
   else:

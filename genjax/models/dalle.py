@@ -167,8 +167,8 @@ def build(config, key: jax.Array) -> DALLE:
   """
   cfg = _parse(config)
   del cfg["name"]
-  tok = cfg.pop("tokenizer")
-  return DALLE(tok, **cfg, rngs=nnx.Rngs(params=key))
+  cfg["tokenizer_config"] = dict(cfg.pop("tokenizer"))
+  return compiled.build(DALLE, key, **cfg)
 
 
 _TRAINED = nnx.All(nnx.Param, nnx.Not(nnx.PathContains("tokenizer")))

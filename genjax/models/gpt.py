@@ -24,7 +24,6 @@ Config (``config.model``): ``name="gpt"``, ``vocab_size`` (filled from the token
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -168,18 +167,7 @@ def build(config, key: jax.Array) -> GPT:
   """
   cfg = _parse(config)
   del cfg["name"]
-  return _initializer(tuple(sorted(cfg.items())))(key)
-
-
-@functools.lru_cache(maxsize=16)
-def _initializer(cfg_items: tuple):
-  """One compiled initialisation per architecture: built op by op, the stacked
-  blocks' random draws would each compile on their own (seconds on a CPU)."""
-  cfg = dict(cfg_items)
-  make = lambda key: GPT(**cfg, rngs=nnx.Rngs(params=key))
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: make(jax.random.key(0))))
-  init_state = jax.jit(lambda key: nnx.state(make(key)))
-  return lambda key: nnx.merge(graphdef, init_state(key))
+  return compiled.build(GPT, key, **cfg)
 
 
 def model_flops(model_config, batch_size: int) -> float:

@@ -1,0 +1,121 @@
+"""DALL-E's transformer: causal over the joint sequence, masked vocabulary, cached
+sampling equal to naive, the frozen tokenizer, the loss weights."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+
+from genjax import models
+from genjax import train
+
+dalle = models.get("dalle")
+TOKENIZER = dict(name="dvae", input_shape=(8, 8, 1), codebook_size=8, code_dim=4,
+                 channels=(8, 8))
+
+
+def _config(**kw):
+  return ml_collections.ConfigDict(dict(name="dalle", tokenizer=TOKENIZER, slots=3,
+                                        num_layers=2, num_heads=2, width=16,
+                                        clip_width=8, **kw))
+
+
+@pytest.fixture(scope="module")
+def model():
+  return dalle.build(_config(), jax.random.key(0))
+
+
+def _tokens(m, n=2, seed=0):
+  rng = np.random.default_rng(seed)
+  text = rng.integers(0, dalle.TEXT_VOCAB, (n, m.text_length))
+  text[:, 0] = dalle.BOS
+  image = rng.integers(0, m.codebook_size, (n, m.num_image_tokens)) + dalle.TEXT_VOCAB
+  return jnp.asarray(np.concatenate([text, image], 1), jnp.int32)
+
+
+def test_sequence_layout(model):
+  assert model.grid == (2, 2) and model.num_image_tokens == 12
+  assert model.text_length == 1 + 19 and model.block_size == 32
+  assert model.image_shape == (8, 24, 1)
+
+
+def test_causal_over_the_joint_sequence_and_vocabulary_masked_by_position(model):
+  tokens = _tokens(model)[:, :-1]
+  logits = np.asarray(model(tokens))
+  for j in range(tokens.shape[1]):
+    t = tokens[:, j]
+    swapped = jnp.where(t < dalle.TEXT_VOCAB, (t + 1) % dalle.TEXT_VOCAB,
+                        dalle.TEXT_VOCAB + (t - dalle.TEXT_VOCAB + 1) % model.codebook_size)
+    changed = tokens.at[:, j].set(swapped)
+    other = np.asarray(model(changed))
+    np.testing.assert_array_equal(other[:, :j], logits[:, :j])  # no look at the future
+  text_ids = np.arange(logits.shape[-1]) < dalle.TEXT_VOCAB
+  predicts_text = np.arange(1, tokens.shape[1] + 1) < model.text_length
+  assert np.all(logits[:, predicts_text][..., ~text_ids] <= -1e8)
+  assert np.all(logits[:, ~predicts_text][..., text_ids] <= -1e8)
+  assert np.all(logits[:, ~predicts_text][..., ~text_ids] > -1e8)
+
+
+def test_cached_and_naive_image_sampling_agree_and_decode_to_strips(model):
+  captions = dalle.caption_tokens(model, ["three one four", "a handwritten two"])
+  kw = dict(captions=captions, temperature=0.9, top_k=5)
+  cached = np.asarray(dalle.sample_tokens(model, jax.random.key(1), 2, method="cached", **kw))
+  naive = np.asarray(dalle.sample_tokens(model, jax.random.key(1), 2, method="naive", **kw))
+  np.testing.assert_array_equal(cached, naive)
+  np.testing.assert_array_equal(cached[:, :model.text_length], captions)
+  image = cached[:, model.text_length:]
+  assert image.min() >= dalle.TEXT_VOCAB and image.max() < dalle.TEXT_VOCAB + 8
+  strips = dalle.decode_image_tokens(model, jnp.asarray(image))
+  assert strips.shape == (2, 8, 24, 1) and strips.dtype == jnp.uint8
+
+
+def test_loss_weighs_caption_one_eighth_and_image_seven_eighths(model):
+  w = np.asarray(dalle._weights(model, model.block_size - 1))  # pylint: disable=protected-access
+  n_text = model.text_length - 1
+  np.testing.assert_allclose(w[:n_text].sum(), 1 / 8, rtol=1e-6)
+  np.testing.assert_allclose(w[n_text:].sum(), 7 / 8, rtol=1e-6)
+  batch = {"tokens": _tokens(model, 3)}
+  loss, metrics = dalle.loss(model, batch)
+  np.testing.assert_allclose(
+      float(loss), float(metrics["text_nll"]) / 8 + 7 * float(metrics["image_nll"]) / 8,
+      rtol=1e-5)
+  ll = dalle.log_likelihood(model, batch)
+  np.testing.assert_allclose(-np.asarray(ll).mean() / 12, float(metrics["image_nll"]),
+                             rtol=1e-5)
+
+
+def test_a_step_trains_the_transformer_and_scorer_but_not_the_tokenizer():
+  opt = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-2, schedule="constant",
+                                       warmup_steps=0, weight_decay=0.1, grad_clip_norm=1.0))
+  ts = train.create_train_state(dalle, _config(), opt, 10, jax.random.key(0))
+  before = jax.device_get(nnx.state(ts.model))
+  graphdef, state = nnx.split(ts)
+  step = train.compile_train_step(dalle, graphdef)
+  m = ts.model
+  batch = {"tokens": np.asarray(_tokens(m, 4)),
+           "image": np.random.default_rng(0).integers(0, 256, (4, *m.image_shape), np.uint8)}
+  state, metrics = step(state, batch, jax.random.key(1))
+  after = nnx.state(nnx.merge(graphdef, state).model)
+  assert float(metrics["clip_loss"]) > 0 and np.isfinite(float(metrics["loss"]))
+  for part, changes in (("tokenizer", False), ("stack", True), ("clip", True)):
+    moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[part]),
+                                                      jax.tree.leaves(after[part]))]
+    assert any(moved) == changes, part
+
+
+def test_missing_or_unfitting_tokenizer_runs_get_clear_errors(tmp_path, data_dir):
+  from experiments.configs import dalle as dalle_config  # pylint: disable=g-import-not-at-top
+  from genjax import rundir  # pylint: disable=g-import-not-at-top
+  config = dalle_config.get_config("smoke")
+  config.data.data_dir = str(data_dir)
+  config.model.tokenizer_workdir = str(tmp_path / "nope")
+  with pytest.raises(FileNotFoundError, match="nope/config.json does not exist"):
+    rundir.prepare_config(config)
+  other = tmp_path / "other"
+  other.mkdir()
+  (other / "config.json").write_text('{"model": {"name": "dvae", "input_shape": [28, 28, 1]}}')
+  config.model.tokenizer_workdir = str(other)
+  with pytest.raises(ValueError, match=r"trained on \(28, 28, 1\) images"):
+    rundir.prepare_config(config)
