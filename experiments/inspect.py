@@ -65,8 +65,8 @@ def main(argv):
                    flops_per_second=(report.flops or 0.0) / seconds)
     print(f"step time       {seconds * 1e3:9.3f} ms  ({_TIME_STEPS.value} steps)")
     print(f"throughput      {config.batch_size / seconds:9.0f} examples/s")
-    if "tokens" in setup.batch:
-      tokens = config.batch_size * config.model.block_size / seconds
+    if "tokens" in setup.batch:  # token models: the predicted tokens per second
+      tokens = config.batch_size * (setup.batch["tokens"].shape[1] - 1) / seconds
       numbers["tokens_per_second"] = tokens
       print(f"                {tokens:9.0f} tokens/s")
     if report.flops:

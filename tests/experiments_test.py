@@ -399,7 +399,8 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, data_dir):
 ])
 def test_autoregressive_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name,
                                                                 overrides):
-  """Train, resume, evaluate (exact likelihood) and sample through the CLI."""
+  """Train, evaluate (exact likelihood) and sample through the CLI (resuming is
+  the same code for every family: the VAE's and GPT's tests cover it)."""
   config = f"experiments/configs/{name}.py:smoke"
   # a safety limit, not a speed check: PixelRNN's and PixelCNN++'s networks compile
   # slower; their main.py took 3 to 9 minutes on two busy cores
@@ -407,19 +408,17 @@ def test_autoregressive_smoke_configs_run_through_the_launchers(tmp_path, data_d
   first = run(["experiments.main", f"--config={config}", f"--workdir={tmp_path}",
                *overrides], data_dir)
   assert "done at step 20" in first.stderr
-  second = run(["experiments.main", f"--config={config}", f"--workdir={tmp_path}",
-                "--config.total_steps=30", *overrides], data_dir)
-  assert "from checkpoint step 20" in second.stderr
   rows = [r for r in _rows(tmp_path) if "loss" in r]
-  assert [r["step"] for r in rows] == [5, 10, 15, 20, 25, 30]
+  assert [r["step"] for r in rows] == [5, 10, 15, 20]
   assert {"nll_nats", "bits_per_dim", "grad_norm"} <= set(rows[0])
   assert all(np.isfinite(r["loss"]) for r in rows)
   run(["experiments.evaluate", f"--workdir={tmp_path}"], data_dir)
   out = json.loads((tmp_path / "eval.json").read_text())
   assert out["model"] == name and out["likelihood"] == "exact" and "num_samples" not in out
   values = 256 if out["view"] == "8bit" else 2
-  assert 0 < out["nll_nats"] < 64 * np.log(values)  # better than uniform after 30 steps
+  assert 0 < out["nll_nats"] < 64 * np.log(values)  # better than uniform after 20 steps
   grid = tmp_path / "grid.png"
-  run(["experiments.sample", f"--workdir={tmp_path}", "--num=4", f"--out={grid}"],
+  # 16 images: the shape the training run compiled (the persistent cache serves it)
+  run(["experiments.sample", f"--workdir={tmp_path}", "--num=16", f"--out={grid}"],
       data_dir)
   assert grid.exists()

@@ -64,13 +64,13 @@ def get_config(variant: str = "mnist"):
   c.optimizer.weight_decay = 0.01
   c.optimizer.grad_clip_norm = 1.0
 
-  c.batch_size = 32
-  c.total_steps = 6000
+  c.batch_size = 16
+  c.total_steps = 4000
   c.log_every = 100
-  c.eval_every = 3000
+  c.eval_every = 2000
   c.eval_batch_size = 100
   c.checkpoint_every = 1000
-  c.sample_every = 3000
+  c.sample_every = 2000
   c.num_samples = 16
   c.image_tokenizer = dvae.get_config("mnist")
 

@@ -132,10 +132,14 @@ def features(model: Classifier, images_NxHxWxC, batch_size: int = 500) -> np.nda
   return _batched(_features_jit, model, images_NxHxWxC, batch_size)
 
 
+def logits(model: Classifier, images_NxHxWxC, batch_size: int = 500) -> np.ndarray:
+  """Class logits ``float32[N, 10]`` of uint8 images (0..255), under jax.jit."""
+  return _batched(_logits_jit, model, images_NxHxWxC, batch_size)
+
+
 def accuracy(model: Classifier, images, labels, batch_size: int = 500) -> float:
   """The fraction of ``images`` (uint8 0..255) classified as ``labels``."""
-  logits = _batched(_logits_jit, model, images, batch_size)
-  return float(np.mean(logits.argmax(-1) == np.asarray(labels)))
+  return float(np.mean(logits(model, images, batch_size).argmax(-1) == np.asarray(labels)))
 
 
 def train(recipe: Recipe = RECIPE, *, data_dir=None, mnist_dir=None,
