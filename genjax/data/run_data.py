@@ -163,27 +163,37 @@ class CaptionData:
     from genjax import rundir  # pylint: disable=g-import-not-at-top
     self.config = config
     directory = config.model.get("tokenizer_workdir") or ""
+    self.source = config.data.get("source") or "mnist"
+    self.pairs = tuple(tuple(p) for p in config.data.get("holdout_pairs", ((8, 3),)))
     if not directory:
-      raise ValueError("config.model.tokenizer_workdir is empty: name the work directory "
-                       "of a trained image tokenizer (experiments/configs/dvae.py), or "
-                       "leave it empty in a config with an image_tokenizer block")
+      if "image_tokenizer" not in config:
+        raise ValueError("config.model.tokenizer_workdir is empty: name the work directory "
+                         "of a trained image tokenizer (experiments/configs/dvae.py), or "
+                         "leave it empty in a config with an image_tokenizer block")
+      # Not trained yet (the launcher's prepare_run trains it first): the config
+      # validates and builds from the block; reading tokens needs the trained run.
+      self.tokenizer_dir = None
+      self.tokenizer_config = rundir.prepare_config(config.image_tokenizer)
+      self._check_shape(self.tokenizer_config.model, "config.image_tokenizer")
+      return
     self.tokenizer_dir = pathlib.Path(directory)
     self.tokenizer_config = rundir.load_config(self.tokenizer_dir)
     model = self.tokenizer_config.model
     if model.name != "dvae":
       raise ValueError(f"config.model.tokenizer_workdir={directory} holds a {model.name} "
                        "run, not an image tokenizer (dvae)")
-    self.source = config.data.get("source") or "mnist"
-    want = tuple(pipeline.info(self.source)["input_shape"])
-    if tuple(model.input_shape) != want:
-      raise ValueError(f"the image tokenizer in {directory} was trained on "
-                       f"{tuple(model.input_shape)} images, but config.data.source="
-                       f"{self.source!r} has {want}: train one on {self.source}")
+    self._check_shape(model, f"the image tokenizer in {directory}")
     if not any((self.tokenizer_dir / "checkpoints").glob("[0-9]*")):
       raise FileNotFoundError(f"the image tokenizer run {directory} has no checkpoint: "
                               "train it first (python -m experiments.main --config="
                               f"experiments/configs/dvae.py:... --workdir={directory})")
-    self.pairs = tuple(tuple(p) for p in config.data.get("holdout_pairs", ((8, 3),)))
+
+  def _check_shape(self, model, where: str) -> None:
+    want = tuple(pipeline.info(self.source)["input_shape"])
+    if tuple(model.input_shape) != want:
+      raise ValueError(f"{where} is for {tuple(model.input_shape)} images, but "
+                       f"config.data.source={self.source!r} has {want}: use one for "
+                       f"{self.source}")
 
   def model_fields(self) -> dict[str, Any]:
     """The tokenizer's model block (DALL-E builds its frozen copy from it)."""
@@ -191,6 +201,10 @@ class CaptionData:
 
   def _digit_tokens(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Token grids of every digit of the split and of a blank slot (cached)."""
+    if self.tokenizer_dir is None:
+      raise ValueError("config.model.tokenizer_workdir is empty: the image tokenizer is "
+                       "not trained yet; experiments.main trains it first, or name a "
+                       "trained dvae run's work directory")
     return _digit_tokens(str(self.tokenizer_dir), self.source, split,
                          self.config.data.get("data_dir") or None,
                          self.config.data.get("mnist_dir") or None)

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from genjax import models
+from genjax.data import run_data
 from genjax import train
 
 dalle = models.get("dalle")
@@ -117,5 +118,14 @@ def test_missing_or_unfitting_tokenizer_runs_get_clear_errors(tmp_path, data_dir
   other.mkdir()
   (other / "config.json").write_text('{"model": {"name": "dvae", "input_shape": [28, 28, 1]}}')
   config.model.tokenizer_workdir = str(other)
-  with pytest.raises(ValueError, match=r"trained on \(28, 28, 1\) images"):
+  with pytest.raises(ValueError, match=r"is for \(28, 28, 1\) images"):
     rundir.prepare_config(config)
+  # Not trained yet: the config validates from its image_tokenizer block, and
+  # reading tokens says that the tokenizer must be trained first.
+  config.model.tokenizer_workdir = ""
+  prepared = rundir.prepare_config(config)
+  assert prepared.model.tokenizer.name == "dvae"
+  data = run_data.for_config(prepared)
+  assert data.synthetic_batch(2)["tokens"].shape[0] == 2
+  with pytest.raises(ValueError, match="not trained yet"):
+    next(data.train_iterator(2, 0))
