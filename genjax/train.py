@@ -256,14 +256,21 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+@jax.jit
+def _all_finite(leaves) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves]))
+
+
 def is_finite_tree(tree) -> bool:
-  """True when every floating leaf of ``tree`` is finite (a host sync)."""
+  """True when every floating leaf of ``tree`` is finite (a host sync).
+
+  Compiled once per tree structure and shapes (a module-level ``jax.jit``).
+  """
   leaves = [x for x in jax.tree.leaves(tree)
             if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
   if not leaves:
     return True
-  return bool(jax.jit(lambda ls: jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(l)) for l in ls])))(leaves))
+  return bool(_all_finite(leaves))
 
 
 def count_params(model: nnx.Module) -> int:
