@@ -6,6 +6,10 @@ state)`` and runs one ``jax.jit`` of ``fn`` with the graphdef static: the second
 call with the same shapes and static arguments compiles nothing. Inside another
 transformation (a train step's ``jit`` or ``grad``) the wrapper calls ``fn``
 directly, so gradients flow and nothing is nested needlessly.
+
+Functions that change the model in place (ActNorm's data-dependent ``initialize``,
+a GAN's ``update``) must not be wrapped: the compiled function returns values,
+not the model's new state.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ def _is_traced(tree) -> bool:
   return any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(tree))
 
 
-def model_function(fn: Callable | None = None, *, static_argnames: Sequence[str] = ()):
+def model_function(fn: Callable | None = None, *, static_argnames: Sequence[str] = (),
+                   check: Callable[..., None] | None = None):
   """Decorator: ``fn(model, ...)`` compiled once per model graph, shapes and statics.
 
   Args:
@@ -30,18 +35,23 @@ def model_function(fn: Callable | None = None, *, static_argnames: Sequence[str]
       does not mutate).
     static_argnames: parameters that are Python values (sizes, method names);
       they may be passed positionally or by name.
+    check: called before compiling with every argument of the call by name
+      (defaults filled in, e.g. ``check(model=..., key=..., num=..., method=...)``),
+      for checks of Python values that ``fn`` sees traced (a float temperature);
+      it raises on a bad value. Not called inside another transformation.
 
   Returns:
     The wrapped function, with the original as ``.eager``.
   """
   if fn is None:
-    return functools.partial(model_function, static_argnames=static_argnames)
+    return functools.partial(model_function, static_argnames=static_argnames, check=check)
   sig = inspect.signature(fn)
   params = list(sig.parameters.values())
 
   def impl(graphdef, state, *args, **kwargs):
     return fn(nnx.merge(graphdef, state), *args, **kwargs)
 
+  impl.__name__, impl.__qualname__ = fn.__name__, fn.__qualname__  # jit(<name>) in HLO
   impl.__signature__ = sig.replace(parameters=[
       inspect.Parameter("graphdef", inspect.Parameter.POSITIONAL_ONLY),
       inspect.Parameter("state", inspect.Parameter.POSITIONAL_ONLY), *params[1:]])
@@ -56,6 +66,10 @@ def model_function(fn: Callable | None = None, *, static_argnames: Sequence[str]
     graphdef, state = nnx.split(model)
     if _is_traced(state) or _is_traced((args, kwargs)):
       return fn(model, *args, **kwargs)
+    if check is not None:
+      bound = sig.bind(model, *args, **kwargs)
+      bound.apply_defaults()
+      check(**bound.arguments)
     return jitted(graphdef, state, *args, **kwargs)
 
   wrapper.eager = fn

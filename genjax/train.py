@@ -133,32 +133,53 @@ def global_norm(tree) -> jax.Array:
 
 def gradient_step(module: nnx.Module, opt: nnx.Optimizer,
                   loss_fn: Callable[[nnx.Module], tuple[jax.Array, Metrics]],
-                  wrt=nnx.Param) -> tuple[jax.Array, Metrics, Metrics]:
+                  wrt=None) -> tuple[jax.Array, Metrics, Metrics]:
   """One optimizer step of ``opt`` on the parameters of ``module``, in place.
 
   The building block of every ``update``: the default one applies it once to the
   whole model, a GAN once per player (each player with its own optimizer).
+
+  The step is skipped (parameters, optimizer state and ``opt.step`` unchanged) when
+  the loss, an auxiliary metric or a gradient is not finite: finiteness is computed
+  before the update, which runs under ``lax.cond``, so no copy of the old state is
+  kept beside the new one and the donated state is updated in place (a select of
+  old against new state after the update kept both alive).
 
   Args:
     module: the NNX module whose ``nnx.Param`` leaves ``opt`` updates.
     opt: an ``nnx.Optimizer`` made for ``module``.
     loss_fn: ``module -> (loss, aux)``; differentiated with respect to the
       parameters of ``module`` only.
-    wrt: the filter of the trained variables (the optimizer's ``wrt``); default
-      every ``nnx.Param`` (a frozen part, e.g. DALL-E's image tokenizer, is left out).
+    wrt: the filter of the trained variables; default the optimizer's ``wrt``
+      (a frozen part, e.g. DALL-E's image tokenizer, is left out of both).
 
   Returns:
     ``(loss, aux, norms)``; ``norms`` holds ``grad_norm``, ``param_norm`` and
-    ``update_norm`` (the L2 norm of the parameter change).
+    ``update_norm`` (the L2 norm of the parameter change the optimizer computed).
   """
+  wrt = opt.wrt if wrt is None else wrt
   (loss, aux), grads = nnx.value_and_grad(
       loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(module)
-  # the arrays, not the variables: opt.update changes the variables in place
-  before = jax.tree.leaves(nnx.state(module, wrt))
-  opt.update(module, grads)
-  after = jax.tree.leaves(nnx.state(module, wrt))
-  norms = {"grad_norm": global_norm(grads), "param_norm": global_norm(after),
-           "update_norm": global_norm([a - b for a, b in zip(after, before)])}
+  finite = _all_finite(jax.tree.leaves((loss, aux, grads)))
+  params = nnx.as_pure(nnx.state(module, wrt, graph=opt.graph))
+  opt_state = nnx.as_pure(opt.opt_state)
+
+  def apply(params, opt_state, grads):
+    updates, new_opt_state = opt.tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_opt_state, global_norm(updates)
+
+  def skip(params, opt_state, grads):
+    del grads
+    return params, opt_state, jnp.zeros((), jnp.float32)
+
+  new_params, new_opt_state, update_norm = jax.lax.cond(
+      finite, apply, skip, params, opt_state,
+      nnx.as_pure(nnx.state(grads, wrt, graph=opt.graph)))
+  nnx.update(module, new_params)
+  nnx.update(opt.opt_state, nnx.state(new_opt_state, graph=opt.graph))
+  opt.step[...] += finite.astype(opt.step[...].dtype)
+  norms = {"grad_norm": global_norm(grads), "param_norm": global_norm(new_params),
+           "update_norm": update_norm}
   return loss, aux, norms
 
 
@@ -179,29 +200,28 @@ def make_train_step(family: types.ModuleType, graphdef: nnx.GraphDef
   """The pure train step ``(state, batch, key) -> (state, metrics)``.
 
   ``key`` is the run's training key; the step uses ``fold_in(key, step)``, so a
-  resumed run draws exactly the randomness it would have drawn. The update is applied only when the loss and every metric are finite, so a
-  non-finite step leaves the state as it was (``metrics["finite"]`` is 0 and the
-  host stops). Compile it with `compile_train_step`.
+  resumed run draws exactly the randomness it would have drawn. Each optimizer
+  step skips itself when its loss or gradients are not finite (`gradient_step`),
+  and the step counter advances only when every metric is finite: a non-finite
+  step of a single-optimizer family leaves the state as it was
+  (``metrics["finite"]`` is 0 and the host stops). No copy of the old state is
+  kept, so the donated state is updated in place. Compile it with
+  `compile_train_step`.
   """
   update = getattr(family, "update", None)
 
   def step(state: nnx.State, batch: Batch, key: jax.Array):
-    old_leaves = jax.tree.leaves(state)  # merge may share variables with `state`
     ts = nnx.merge(graphdef, state)
     key = jax.random.fold_in(key, ts.step.value)
     if update is not None:
       metrics = update(ts.model, ts.opt, batch, key)
     else:
       metrics = default_update(family, ts.model, ts.opt, batch, key)
-    ts.step.value = ts.step.value + 1
-    new_state = nnx.state(ts)
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in metrics.values()]))
-    leaves, treedef = jax.tree.flatten(new_state)
-    new_state = jax.tree.unflatten(treedef, [
-        jnp.where(finite, n, o) for n, o in zip(leaves, old_leaves, strict=True)])
+    finite = _all_finite(list(metrics.values()))
+    ts.step.value = ts.step.value + finite.astype(ts.step.value.dtype)
     metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
     metrics["finite"] = finite.astype(jnp.float32)
-    return new_state, metrics
+    return nnx.state(ts), metrics
 
   return step
 
@@ -259,14 +279,21 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+@jax.jit
+def _all_finite(leaves) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves]))
+
+
 def is_finite_tree(tree) -> bool:
-  """True when every floating leaf of ``tree`` is finite (a host sync)."""
+  """True when every floating leaf of ``tree`` is finite (a host sync).
+
+  Compiled once per tree structure and shapes (a module-level ``jax.jit``).
+  """
   leaves = [x for x in jax.tree.leaves(tree)
             if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
   if not leaves:
     return True
-  return bool(jax.jit(lambda ls: jnp.all(jnp.stack(
-      [jnp.all(jnp.isfinite(l)) for l in ls])))(leaves))
+  return bool(_all_finite(leaves))
 
 
 def count_params(model: nnx.Module) -> int:

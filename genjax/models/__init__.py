@@ -21,7 +21,9 @@ Optional hooks, looked up with ``getattr`` by the generic training and launcher 
   defaults to one ``nnx.Optimizer(model, genjax.train.make_tx(...), wrt=nnx.Param)``;
   a multi-player family (a GAN) returns one optimizer per player.
 * ``update(model, optimizer, batch, key) -> metrics``: one in-place training update;
-  defaults to ``genjax.train.default_update`` (a gradient step on ``loss``).
+  defaults to ``genjax.train.default_update`` (a gradient step on ``loss``). Build it
+  from ``genjax.train.gradient_step``, which skips an optimizer step whose loss or
+  gradients are not finite.
 * ``eval_metrics(model, batch, key) -> dict[str, float[B]]``: extra per-example
   numbers for ``experiments.evaluate`` (e.g. the VAE's ELBO terms); entries of
   shape ``[B, K]`` are summed over the evaluation and passed to

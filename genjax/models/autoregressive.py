@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from genjax import compiled
 from genjax import distributions as dist
 from genjax.models import check_image_batch
 from genjax.models import parse_fields
@@ -121,6 +122,7 @@ def split_channels(out: jax.Array, input_shape, likelihood: str) -> jax.Array:
   return out[..., 0] if k == 1 else out
 
 
+@compiled.model_function
 def conditionals(model, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
   """The parameters of ``p(x_i | x_<i)`` at every sub-pixel (one network pass).
 
@@ -146,6 +148,7 @@ def _batch_conditionals(model, batch):
   return conditionals(model, batch["image"], labels)
 
 
+@compiled.model_function
 def log_likelihood(model, batch, key: jax.Array | None = None) -> jax.Array:
   """Exact ``log p(x) = sum_i log p(x_i | x_<i)`` in nats, ``float32[B]``.
 
@@ -167,6 +170,7 @@ def log_likelihood(model, batch, key: jax.Array | None = None) -> jax.Array:
   return lp.reshape(lp.shape[0], -1).sum(-1)
 
 
+@compiled.model_function
 def loss(model, batch, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """Mean negative log-likelihood in nats per example.
 
@@ -206,8 +210,11 @@ def draw(noise_B: jax.Array, logits: jax.Array, likelihood: str, temperature) ->
   return jnp.argmax(logits + noise_B, axis=-1).astype(jnp.int32)
 
 
-def check_sample_args(method: str, temperature) -> None:
-  """Raises ValueError for a method not in `METHODS` or a temperature <= 0."""
+def check_sample_args(method: str, temperature, **_) -> None:
+  """Raises ValueError for a method not in `METHODS` or a temperature <= 0.
+
+  Other keyword arguments are ignored, so that it checks a whole ``sample`` call
+  (the ``check`` of `genjax.compiled.model_function`)."""
   if method not in METHODS:
     raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}, got {method!r}")
   if isinstance(temperature, (int, float)) and not temperature > 0:
@@ -319,6 +326,9 @@ def sample_cached(net: CachedNet, key: jax.Array, num: int, input_shape, likelih
 
   x0 = jnp.zeros((num, h, w, c), jnp.uint8)
   return jax.lax.scan(row, (net.init(), x0), jnp.arange(h))[0][1]
+
+
+SAMPLE_STATICS = ("num", "method")  # the static arguments of a pixel family's sample
 
 
 def sample(logits_fn, cached_net: CachedNet, key, num, input_shape, likelihood,

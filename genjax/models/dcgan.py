@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from genjax import compiled
 from genjax import nn
 from genjax import train as train_lib
 from genjax.models import check_image_batch
@@ -373,6 +374,7 @@ def update(model: DCGAN, opt: dict, batch, key: jax.Array) -> dict[str, jax.Arra
   return {**metrics, "g_loss": loss, **{f"g_{k}": v for k, v in norms.items()}}
 
 
+@compiled.model_function
 def loss(model: DCGAN, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The discriminator's loss on ``batch`` and fresh fakes (no update), and metrics.
 
@@ -388,6 +390,7 @@ def loss(model: DCGAN, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.
                  **aux}
 
 
+@compiled.model_function
 def eval_metrics(model: DCGAN, batch, key: jax.Array) -> dict[str, jax.Array]:
   """Per-example raw D outputs on held-out real images and on EMA-generator samples.
 
@@ -410,6 +413,7 @@ def log_likelihood(model: DCGAN, batch, key: jax.Array, **kwargs) -> jax.Array:
       "python -m experiments.evaluate, which reports them for MNIST-shaped data.")
 
 
+@compiled.model_function(static_argnames=("num", "ema"))
 def sample(model: DCGAN, key: jax.Array, num: int, labels: jax.Array | None = None,
            ema: bool = True) -> jax.Array:
   """Images from the (moving-average) generator, in the data's own space.

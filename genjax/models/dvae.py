@@ -171,6 +171,7 @@ def _usage(model: DVAE, codes) -> dict[str, jax.Array]:
   return {"perplexity": jnp.exp(entropy), "usage": jnp.mean(freq > 0)}
 
 
+@compiled.model_function
 def loss(model: DVAE, batch, key, tau=None):
   """Training loss per example (relaxed draw at temperature ``tau`` for gumbel).
 

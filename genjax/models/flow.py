@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genjax import compiled
 from genjax import distributions as dist
 from genjax.models import check_image_batch
 from genjax.models import parse_fields
@@ -230,6 +231,7 @@ def to_uint8(x_BxHxWxC: jax.Array) -> jax.Array:
   return jnp.clip(jnp.floor(x_BxHxWxC * 256.0), 0, 255).astype(jnp.uint8)
 
 
+@compiled.model_function(static_argnames=("num",))
 def sample(model, key: jax.Array, num: int, temperature: float = 1.0) -> jax.Array:
   """Samples ``x = G(temperature * z)``, ``z ~ N(0, I)``, as 8-bit images.
 
@@ -274,6 +276,7 @@ def temperature_grid(model, key: jax.Array, num_per_row: int = 5,
 # ------------------------------------------------------------------ the protocol
 
 
+@compiled.model_function
 def forward(model, x_BxHxWxC: jax.Array) -> tuple[list[jax.Array], jax.Array]:
   """The inverse generator ``G^-1``: image to standard-normal latents.
 
@@ -294,6 +297,7 @@ def forward(model, x_BxHxWxC: jax.Array) -> tuple[list[jax.Array], jax.Array]:
   return model.forward(x_BxHxWxC)
 
 
+@compiled.model_function
 def inverse(model, zs) -> jax.Array:
   """The generator ``G``: latents (a list shaped like ``model.latent_shapes``) to images.
 
@@ -307,6 +311,7 @@ def inverse(model, zs) -> jax.Array:
   return model.inverse(list(zs))
 
 
+@compiled.model_function
 def log_likelihood(model, batch, key: jax.Array) -> jax.Array:
   """``log p_model((x + u) / 256) - D log 256``: nats per example, ``float32[B]``.
 
@@ -331,6 +336,7 @@ def log_likelihood(model, batch, key: jax.Array) -> jax.Array:
   return dequantized_log_likelihood(model, batch["image"], key)[0]
 
 
+@compiled.model_function
 def loss(model, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The mean negative `log_likelihood` (nats per example) and metrics.
 
@@ -375,14 +381,9 @@ def initialize(model, batch, key: jax.Array) -> None:
   nnx.update(model, _initialize_jit(graphdef, state, jnp.asarray(batch["image"]), key))
 
 
+@compiled.model_function
 def visualizations(model, key: jax.Array, batch) -> dict[str, jax.Array]:
   """``{"temperatures": uint8[25, H, W, C]}``: 5 rows of 5 samples at temperatures
   0, 0.25, 0.5, 0.75 and 1, every row from the same noise (Glow, figure 8)."""
   del batch
-  graphdef, state = nnx.split(model)
-  return {"temperatures": _temperature_grid_jit(graphdef, state, key)}
-
-
-@jax.jit(static_argnums=0)
-def _temperature_grid_jit(graphdef, state, key):
-  return temperature_grid(nnx.merge(graphdef, state), key)
+  return {"temperatures": temperature_grid(model, key)}

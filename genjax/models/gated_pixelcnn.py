@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax import compiled
 from genjax.models import autoregressive as ar
 from genjax.nn import masked
 
@@ -192,6 +193,7 @@ def cached_net(model: GatedPixelCNN, num: int, labels=None) -> ar.CachedNet:
   return ar.CachedNet(init, pixel, commit, end_row)
 
 
+@compiled.model_function(static_argnames=ar.SAMPLE_STATICS, check=ar.check_sample_args)
 def sample(model: GatedPixelCNN, key: jax.Array, num: int, method: str = "cached",
            temperature: float = 1.0, labels=None) -> jax.Array:
   """Draws ``num`` images one sub-pixel at a time.

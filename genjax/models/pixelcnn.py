@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax import compiled
 from genjax.models import autoregressive as ar
 from genjax.nn import masked
 
@@ -135,6 +136,7 @@ def cached_net(model: PixelCNN, num: int) -> ar.CachedNet:
   return ar.CachedNet(init, pixel, commit)
 
 
+@compiled.model_function(static_argnames=ar.SAMPLE_STATICS, check=ar.check_sample_args)
 def sample(model: PixelCNN, key: jax.Array, num: int, method: str = "cached",
            temperature: float = 1.0) -> jax.Array:
   """Draws ``num`` images one sub-pixel at a time.

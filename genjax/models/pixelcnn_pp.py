@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax import compiled
 from genjax.models import autoregressive as ar
 from genjax.models import check_image_batch
 from genjax.models.logistic_mixture import (  # re-exported: the likelihood of this family
@@ -223,6 +224,7 @@ def _to_input(x):
   return ar.to_input(x, "categorical")
 
 
+@compiled.model_function
 def conditionals(model: PixelCNNPP, x_BxHxWxC: jax.Array, key: jax.Array | None = None
                  ) -> Mixture:
   """The parameters of ``p(x_ij | x_<ij)`` at every pixel (one network pass).
@@ -249,6 +251,7 @@ def _log_likelihood(model, batch, key):
   return lp.reshape(lp.shape[0], -1).sum(-1)
 
 
+@compiled.model_function
 def log_likelihood(model: PixelCNNPP, batch, key: jax.Array | None = None) -> jax.Array:
   """Exact ``log p(x) = sum_ij log p(x_ij | x_<ij)`` in nats, ``float32[B]``.
 
@@ -269,6 +272,7 @@ def log_likelihood(model: PixelCNNPP, batch, key: jax.Array | None = None) -> ja
   return _log_likelihood(model, batch, None)
 
 
+@compiled.model_function
 def loss(model: PixelCNNPP, batch, key: jax.Array | None = None) -> tuple[jax.Array, dict]:
   """Mean negative log-likelihood in nats per example, with dropout drawn from ``key``.
 
@@ -467,6 +471,7 @@ def _sample_cached(model: PixelCNNPP, key, num: int, temperature) -> jax.Array:
   return jax.lax.scan(rows, (_init_caches(model, num), x0), jnp.arange(h // group))[0][1]
 
 
+@compiled.model_function(static_argnames=ar.SAMPLE_STATICS, check=ar.check_sample_args)
 def sample(model: PixelCNNPP, key: jax.Array, num: int, method: str = "cached",
            temperature: float = 1.0) -> jax.Array:
   """Draws ``num`` images one pixel at a time (all channels of a pixel jointly).
@@ -492,7 +497,6 @@ def sample(model: PixelCNNPP, key: jax.Array, num: int, method: str = "cached",
     Ramachandran et al., "Fast Generation for Convolutional Autoregressive Models",
     ICLR 2017 workshop (``method="cached"``).
   """
-  ar.check_sample_args(method, temperature)
   if method == "cached":
     return _sample_cached(model, key, num, temperature)
   return sample_naive(model, key, num, temperature)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from genjax import compiled
 from genjax.models import autoregressive as ar
 from genjax.nn import masked
 from genjax.nn import recurrent
@@ -176,6 +177,7 @@ def cached_net(model: PixelRNN, num: int) -> ar.CachedNet:
   return ar.CachedNet(init, pixel, commit, end_row)
 
 
+@compiled.model_function(static_argnames=ar.SAMPLE_STATICS, check=ar.check_sample_args)
 def sample(model: PixelRNN, key: jax.Array, num: int, method: str = "cached",
            temperature: float = 1.0) -> jax.Array:
   """Draws ``num`` images one sub-pixel at a time.

@@ -15,7 +15,6 @@ for the same key, and the IWAE bound does not depend on ``chunk_size``.
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 
@@ -23,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax import compiled
 from genjax import distributions as dist
 from genjax import nn
 from genjax.models import check_image_batch
@@ -227,6 +227,7 @@ def _elbo_terms(model: VAE, batch, key):  # -log p(x|z), KL: float[B] each
           dist.gaussian_kl_standard_normal(mean, log_var).sum(-1))
 
 
+@compiled.model_function
 def loss(model: VAE, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The negative (beta-weighted) ELBO per example, averaged over the batch.
 
@@ -254,6 +255,7 @@ def loss(model: VAE, batch, key: jax.Array) -> tuple[jax.Array, dict[str, jax.Ar
                  "kl": jnp.mean(kl_B), "bits_per_dim": -elbo / (dims * math.log(2.0))}
 
 
+@compiled.model_function
 def eval_metrics(model: VAE, batch, key: jax.Array) -> dict[str, jax.Array]:
   """Per-example ``{"elbo", "recon", "kl"}``: float32[B] in nats, beta = 1.
 
@@ -262,6 +264,7 @@ def eval_metrics(model: VAE, batch, key: jax.Array) -> dict[str, jax.Array]:
   return {"elbo": -(recon_B + kl_B), "recon": recon_B, "kl": kl_B}
 
 
+@compiled.model_function(static_argnames=("num_samples", "chunk_size"))
 def log_likelihood(model: VAE, batch, key: jax.Array, num_samples: int = 1,
                    chunk_size: int | None = None) -> jax.Array:
   """The importance-weighted lower bound on log p(x), in nats per example.
@@ -316,6 +319,7 @@ def log_likelihood(model: VAE, batch, key: jax.Array, num_samples: int = 1,
   return lse_B - math.log(k)
 
 
+@compiled.model_function(static_argnames=("num", "mean"))
 def sample(model: VAE, key: jax.Array, num: int, mean: bool = False) -> jax.Array:
   """Draws ``z ~ N(0, I)`` and then ``x ~ p(x|z)`` (its median if ``mean``).
 
@@ -384,6 +388,7 @@ def latent_map(model: VAE, grid_size: int = 20, extent: float = 0.9) -> jax.Arra
   return _draw(model, None, decode(model, z), True)
 
 
+@compiled.model_function
 def visualizations(model: VAE, key: jax.Array, batch) -> dict[str, jax.Array]:
   """Image sets for ``experiments.sample``: reconstructions, interpolations, latent map.
 
@@ -393,13 +398,7 @@ def visualizations(model: VAE, key: jax.Array, batch) -> dict[str, jax.Array]:
   C]`` in data space; compiled once per model structure.
   """
   check_image_batch(batch, model.input_shape)
-  graphdef, state = nnx.split(model)
-  return _visualizations_jit(graphdef, state, key, batch["image"])
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _visualizations_jit(graphdef, state, key, x_BxHxWxC):
-  model = nnx.merge(graphdef, state)
+  x_BxHxWxC = batch["image"]
   x = x_BxHxWxC[:8]
   recon = reconstruct(model, {"image": x}, key)
   out = {"reconstructions": jnp.stack([x, recon], 1).reshape(-1, *x.shape[1:])}
