@@ -392,16 +392,16 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, data_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, overrides", [
-    ("pixelcnn", []),
     ("gated_pixelcnn", ["--config.model.num_classes=10"]),
 ])
 def test_autoregressive_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name,
                                                                 overrides):
   """Train, evaluate (exact likelihood) and sample through the CLI (resuming is
-  the same code for every family: the VAE's and GPT's tests cover it). PixelRNN and
-  PixelCNN++ go through the same launcher code; their smoke configs are built by
-  tests/configs_test.py and their functions tested in tests/models (their CLI runs,
-  50 to 110 s of compiling in CI, were left out to keep the suite short)."""
+  the same code for every family: the VAE's and GPT's tests cover it). One pixel
+  family, class-conditional: PixelCNN, PixelRNN and PixelCNN++ go through the same
+  launcher code; their smoke configs are built by tests/configs_test.py and their
+  functions tested in tests/models (their CLI runs, 25 to 110 s of compiling each
+  in CI, were left out to keep the suite short)."""
   config = f"experiments/configs/{name}.py:smoke"
   run = functools.partial(_run, timeout=300)  # a safety limit, not a speed check
   first = run(["experiments.main", f"--config={config}", f"--workdir={tmp_path}",

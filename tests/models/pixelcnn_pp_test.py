@@ -283,7 +283,7 @@ def test_sampling_is_jitted_deterministic_and_follows_the_conditionals():
   """Shape, dtype, key determinism; at a tiny temperature each pixel is the rounded
   coupled mean of its most probable component, given the pixels sampled before."""
   shape = (4, 4, 3)
-  model = _model(shape)
+  model = _model(shape, num_scales=1)  # one scale: the scales are checked by cached = naive
   graphdef, state = nnx.split(model)
   run = _jit(lambda s, k, t: pp.sample(nnx.merge(graphdef, s), k, 3, temperature=t))
   x = run(state, jax.random.key(0), 1.0)
@@ -304,7 +304,6 @@ def test_sampling_is_jitted_deterministic_and_follows_the_conditionals():
 
 @pytest.mark.parametrize("shape, kw", [
     ((4, 4, 3), {}),                              # three scales: 4x4, 2x2, 1x1
-    ((4, 8, 1), {"num_scales": 2, "num_resnet": 2}),
     ((4, 4, 3), {"num_scales": 1}),
 ])
 def test_cached_sampling_equals_naive_sampling(shape, kw):
