@@ -175,8 +175,21 @@ def _data_kwargs(config) -> dict:
               mnist_dir=config.data.get("mnist_dir") or None)
 
 
+# The seed of every evaluation set's fixed randomness (the static binarization of a
+# test split, the strips of a caption test set): not the run's seed, so runs with
+# different seeds are scored on the same test set.
+EVAL_SEED = 0
+
+
+def _binary(config) -> bool:
+  """Whether the run's images hold 0/1 (shown as black and white), from its data
+  view, not guessed from the values (an 8-bit grid whose maximum is 1 is dark)."""
+  return config.data.get("view") == "binarized"
+
+
 def _eval_batches(data, config, split="test", batch_size=None):
-  return data.eval_batches(split, batch_size or config.eval_batch_size, config.seed)
+  # not config.seed: the evaluation set does not depend on the run's seed
+  return data.eval_batches(split, batch_size or config.eval_batch_size, EVAL_SEED)
 
 
 @contextlib.contextmanager
@@ -311,8 +324,9 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
       return path
     images = sample_fn(model_graphdef, model_state(state), key, num=config.num_samples)
     path = images_lib.save_grid(workdir / "samples" / f"step_{step:08d}.png",
-                                np.asarray(images))
-    writer.write_images(step, "samples", images_lib.grid(np.asarray(images)))
+                                np.asarray(images), binary=_binary(config))
+    writer.write_images(step, "samples", images_lib.grid(np.asarray(images),
+                                                         binary=_binary(config)))
     return path
 
   def run_eval(step, state):
@@ -626,7 +640,7 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
   graphdef, state = nnx.split(model)
   images = jit_model_fn(family.sample, static_argnames=("num", "method"))(
       graphdef, state, key, num=num, **sample_kwargs)
-  paths = [images_lib.save_grid(out_path, np.asarray(images))]
+  paths = [images_lib.save_grid(out_path, np.asarray(images), binary=_binary(config))]
   vis = getattr(family, "visualizations", None)
   if extras and vis is not None:
     data = run_data.for_config(config, workdir)
@@ -636,7 +650,8 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
       imgs = np.asarray(imgs)
       cols = int(round(math.sqrt(imgs.shape[0])))
       paths.append(images_lib.save_grid(
-          out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols))
+          out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols,
+          binary=_binary(config)))
   return paths
 
 
@@ -728,5 +743,5 @@ def sample_captions(workdir: str | pathlib.Path, caption: str, *, num: int = 16,
   check_writable(path, "--out" if out else "the sample grid", directory=False)
   images, _ = family.generate(model, jax.random.key(seed), [caption] * num,
                               candidates=candidates, **sample_kwargs)
-  return images_lib.save_grid(path, np.asarray(images),
+  return images_lib.save_grid(path, np.asarray(images), binary=False,
                               cols=max(1, int(round(math.sqrt(num)))))

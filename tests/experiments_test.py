@@ -421,3 +421,18 @@ def test_autoregressive_smoke_configs_run_through_the_launchers(tmp_path, data_d
   run(["experiments.sample", f"--workdir={tmp_path}", "--num=16", f"--out={grid}"],
       data_dir)
   assert grid.exists()
+
+
+def test_the_static_test_binarization_does_not_depend_on_the_run_seed(data_dir):
+  """Runs with different seeds are scored on the same binarized test set."""
+  from genjax.data import run_data  # pylint: disable=g-import-not-at-top
+  firsts = []
+  for seed in (0, 7):
+    config = _smoke_config(data_dir, seed=seed)
+    assert config.data.view == "binarized"
+    data = run_data.for_config(config)
+    firsts.append(next(iter(experiment._eval_batches(data, config)))["image"])  # pylint: disable=protected-access
+  np.testing.assert_array_equal(firsts[0], firsts[1])
+  # while the seed does change a draw: the binarization is random, not thresholded
+  other = next(iter(run_data.for_config(config).eval_batches("test", 8, 1)))["image"]
+  assert not np.array_equal(np.asarray(other), np.asarray(firsts[0][:8]))

@@ -32,3 +32,14 @@ def test_save_grid_writes_a_png(tmp_path):
 def test_wrong_rank_is_a_clear_error():
   with pytest.raises(ValueError, match=r"\[N, H, W, C\]"):
     images.grid(np.zeros((8, 8), np.uint8))
+
+
+def test_runs_say_whether_their_grids_are_binary_from_the_data_view():
+  """An 8-bit grid whose maximum is 1 stays dark; a binarized one is scaled."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from genjax import experiment  # pylint: disable=g-import-not-at-top
+  x = np.array([0, 1], np.uint8).reshape(2, 1, 1, 1)
+  for view, top in (("8bit", 1), ("binarized", 255)):
+    config = ml_collections.ConfigDict({"data": {"view": view}})
+    assert images.grid(x, cols=2, pad=0, binary=experiment._binary(config)).max() == top  # pylint: disable=protected-access
+  assert not experiment._binary(ml_collections.ConfigDict({"data": {"name": "captions"}}))  # pylint: disable=protected-access

@@ -103,6 +103,33 @@ def test_iwae_with_one_sample_is_the_single_sample_elbo_estimator():
   np.testing.assert_allclose(ll_B, elbo_estimate_B, rtol=1e-5)
 
 
+def test_iwae_bound_with_k_samples_matches_a_brute_force_log_mean_exp():
+  """k = 5 importance weights computed one by one, averaged in float64 (the
+  ``- log k`` term included), against the chunked scan (chunks of 2, one padded)."""
+  model = vae.build(_config(), jax.random.key(0))
+  k = 5
+
+  def weights(m, batch, key):
+    x = batch["image"]
+    mean, log_var = vae.encode(m, x)
+    out = []
+    for i in range(k):  # sample i uses fold_in(key, i), as log_likelihood documents
+      eps = jax.random.normal(jax.random.fold_in(key, i), mean.shape)
+      z = mean + jnp.exp(0.5 * log_var) * eps
+      log_px = vae._log_px(m, x, vae.decode(m, z))  # pylint: disable=protected-access
+      out.append(log_px + (dist.standard_normal_log_prob(z)
+                           - dist.gaussian_log_prob(z, mean, log_var)).sum(-1))
+    return jnp.stack(out)
+
+  batch, key = _batch(), jax.random.key(5)
+  w = np.asarray(_jit(weights, model)(batch, key), np.float64)  # [k, B]
+  top = w.max(0)
+  want = top + np.log(np.exp(w - top).mean(0))
+  got = vae.log_likelihood(model, batch, key, num_samples=k, chunk_size=2)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-4)
+  assert np.all(np.asarray(got) > w.max(0) - np.log(k) - 1e-3)  # >= max_i w_i - log k
+
+
 def test_iwae_bound_does_not_decrease_with_k():
   model = vae.build(_config(), jax.random.key(0))
   batch = _batch(batch_size=8)
