@@ -118,12 +118,15 @@ def _batched(fn, model: Classifier, images, batch_size: int) -> np.ndarray:
   graphdef, state = nnx.split(model)
   size = min(batch_size, n)
   out = []
-  for start in range(0, n, size):
-    chunk = images[start:start + size]
-    pad = size - chunk.shape[0]
-    if pad:
-      chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
-    out.append(np.asarray(fn(graphdef, state, chunk))[:size - pad])
+  # full float32 products on every backend (not TF32 or bfloat16 passes), so metrics
+  # computed on a GPU or TPU match the CPU's
+  with jax.default_matmul_precision("highest"):
+    for start in range(0, n, size):
+      chunk = images[start:start + size]
+      pad = size - chunk.shape[0]
+      if pad:
+        chunk = np.concatenate([chunk, np.repeat(chunk[-1:], pad, 0)])
+      out.append(np.asarray(fn(graphdef, state, chunk))[:size - pad])
   return np.concatenate(out)
 
 

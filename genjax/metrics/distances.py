@@ -99,11 +99,17 @@ def fid(a, b, **kwargs) -> float:
                           *_gaussian(to_features(b, **kwargs)))
 
 
+def _dot(a, b) -> jax.Array:
+  """A float32 matrix product at full precision on every backend (the default
+  passes are TF32 on GPUs and bfloat16 on TPUs, which would make metrics differ)."""
+  return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
 @jax.jit
 def _poly_mmd2(fa, fb) -> jax.Array:
   """The unbiased MMD^2 with the kernel ``(x.y / d + 1)^3`` of one pair of subsets."""
   d = fa.shape[1]
-  k = lambda x, y: (x @ y.T / d + 1.0) ** 3
+  k = lambda x, y: (_dot(x, y.T) / d + 1.0) ** 3
   m, n = fa.shape[0], fb.shape[0]
   kaa, kbb, kab = k(fa, fa), k(fb, fb), k(fa, fb)
   return ((jnp.sum(kaa) - jnp.trace(kaa)) / (m * (m - 1))
@@ -148,7 +154,7 @@ def kid(a, b, *, num_subsets: int = 10, subset_size: int = 1000, seed: int = 0,
 def _kth_distances(rows, data, k: int) -> jax.Array:
   """The distance of each row to its k-th nearest point of ``data`` (self included)."""
   d2 = (jnp.sum(rows ** 2, 1)[:, None] + jnp.sum(data ** 2, 1)[None]
-        - 2.0 * rows @ data.T)
+        - 2.0 * _dot(rows, data.T))
   return jnp.sqrt(jnp.maximum(-jax.lax.top_k(-d2, k + 1)[0][:, k], 0.0))
 
 
@@ -156,7 +162,7 @@ def _kth_distances(rows, data, k: int) -> jax.Array:
 def _covered(rows, centres, radii) -> jax.Array:
   """Whether each row lies inside any ball ``(centre, radius)``."""
   d2 = (jnp.sum(rows ** 2, 1)[:, None] + jnp.sum(centres ** 2, 1)[None]
-        - 2.0 * rows @ centres.T)
+        - 2.0 * _dot(rows, centres.T))
   return jnp.any(d2 <= radii[None] ** 2, axis=1)
 
 

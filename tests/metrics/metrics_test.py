@@ -56,6 +56,29 @@ def test_precision_recall():
   assert p == 0.0 and r == 0.0
 
 
+def test_metric_matrix_products_run_at_full_float32_precision():
+  """Not the backend's default passes (TF32 on GPUs, bfloat16 on TPUs)."""
+  import re  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from genjax.metrics import distances  # pylint: disable=g-import-not-at-top
+  x = jnp.ones((4, 3))
+  texts = [distances._poly_mmd2.lower(x, x).as_text(),  # pylint: disable=protected-access
+           distances._kth_distances.lower(x, x, 1).as_text()]  # pylint: disable=protected-access
+  net = classifier.build(key=jax.random.key(0))
+  captured = []
+  real = classifier._features_jit  # pylint: disable=protected-access
+
+  def spy(g, s, images):
+    captured.append(real.lower(g, s, images).as_text())
+    return real(g, s, images)
+
+  classifier._batched(spy, net, np.zeros((2, 28, 28, 1), np.uint8), 2)  # pylint: disable=protected-access
+  texts += captured
+  for text in texts:
+    precisions = set(re.findall(r"precision = \[(\w+), (\w+)\]", text))
+    assert precisions == {("HIGHEST", "HIGHEST")}, precisions
+
+
 def test_images_without_a_feature_network_get_a_clear_error():
   with pytest.raises(ValueError, match="no feature network for images of shape"):
     metrics.fid(np.zeros((4, 8, 8, 1), np.uint8), np.zeros((4, 8, 8, 1), np.uint8))
