@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax.nn import dense
 from genjax.nn.layers import get_activation
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -22,7 +23,6 @@ def _conv(x_BxHxWxI, kernel_KxKxIxO):
                                       dimension_numbers=_DIMENSIONS)
 
 
-@jax.custom_vjp
 def conv_same(x_BxHxWxI: jax.Array, kernel_KxKxIxO: jax.Array) -> jax.Array:
   """A stride-1 SAME convolution (NHWC, HWIO, odd K) whose gradients stay fast in loops.
 
@@ -32,8 +32,18 @@ def conv_same(x_BxHxWxI: jax.Array, kernel_KxKxIxO: jax.Array) -> jax.Array:
   custom VJP computes the input gradient as a channel-last convolution with the
   flipped kernel and the kernel gradient as matrix products: one per kernel tap, or,
   when one side has few channels, a single one against its K*K stacked shifts.
-  Reverse mode only (use ``jax.jacrev``, not ``jax.jacfwd``, through it).
+  The custom VJP is used on the CPU backend only (GPUs and TPUs get the plain
+  convolution, which forward mode differentiates too); on the CPU it is reverse mode
+  only (``jax.jvp``/``jacfwd`` raise JAX's custom-VJP error) unless
+  ``genjax.nn.dense.CPU_CUSTOM_GRADIENTS`` is set to False before tracing.
   """
+  if dense.use_cpu_custom_gradients():
+    return _conv_same_cpu(x_BxHxWxI, kernel_KxKxIxO)
+  return _conv(x_BxHxWxI, kernel_KxKxIxO)
+
+
+@jax.custom_vjp
+def _conv_same_cpu(x_BxHxWxI, kernel_KxKxIxO):
   return _conv(x_BxHxWxI, kernel_KxKxIxO)
 
 
@@ -66,7 +76,7 @@ def _conv_same_bwd(res, g_BxHxWxO):
   return grad_x, grad_kernel
 
 
-conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+_conv_same_cpu.defvjp(_conv_same_fwd, _conv_same_bwd)
 
 
 class Conv(nnx.Module):

@@ -10,7 +10,10 @@ computes the same products with the transposes materialised first (behind an
 ``optimization_barrier``, so XLA does not fold them back into the product): about
 1.7x faster for a ``[768, 128] @ [128, 512]`` gradient on a 2-core CPU. It is
 used on the CPU backend only; elsewhere it is the plain product.
-Reverse mode only on CPU (``jax.jvp`` through it raises JAX's custom-VJP error).
+Reverse mode only on CPU (``jax.jvp`` through it raises JAX's custom-VJP error);
+set ``genjax.nn.dense.CPU_CUSTOM_GRADIENTS = False`` before tracing for the plain
+products, which forward mode differentiates (``genjax.nn.conditioner.conv_same``
+follows the same switch).
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+
+# The custom-VJP products and convolutions replace the plain ones on the CPU backend
+# only; False turns them off there too (forward-mode differentiation on the CPU).
+CPU_CUSTOM_GRADIENTS = True
+
+
+def use_cpu_custom_gradients() -> bool:
+  """Whether traced code uses the CPU's custom-VJP products (read at trace time)."""
+  return CPU_CUSTOM_GRADIENTS and jax.default_backend() == "cpu"
 
 
 @jax.custom_vjp
@@ -42,7 +55,7 @@ _canonical_matmul.defvjp(_fwd, _bwd)
 
 def matmul(x_xI: jax.Array, w_IxO: jax.Array) -> jax.Array:
   """``x @ w`` over the last axis of ``x`` (any leading axes), with CPU-fast gradients."""
-  if jax.default_backend() != "cpu":
+  if not use_cpu_custom_gradients():
     return x_xI @ w_IxO
   lead = x_xI.shape[:-1]
   out = _canonical_matmul(x_xI.reshape(-1, x_xI.shape[-1]), w_IxO)
@@ -52,7 +65,7 @@ def matmul(x_xI: jax.Array, w_IxO: jax.Array) -> jax.Array:
 def matmul_transposed(x_xI: jax.Array, w_OxI: jax.Array) -> jax.Array:
   """``x @ w.T`` (e.g. logits against a tied embedding ``[V, D]``), via `matmul` with
   the transpose materialised on the CPU backend."""
-  if jax.default_backend() != "cpu":
+  if not use_cpu_custom_gradients():
     return x_xI @ w_OxI.T
   return matmul(x_xI, jax.lax.optimization_barrier(w_OxI.T))
 

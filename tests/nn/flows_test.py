@@ -142,6 +142,34 @@ def test_conv_same_matches_lax_convolution_and_its_gradients():
       np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
+def test_forward_mode_through_a_coupling_is_a_clear_error_on_cpu_or_works_when_switched(
+    monkeypatch):
+  """The custom-VJP convolution is a CPU-only speed-up: forward mode through it is
+  JAX's custom-VJP error there; with the switch off (the plain convolution, as on
+  GPUs and TPUs) jax.jvp works and agrees with reverse mode."""
+  from genjax.nn import dense  # pylint: disable=g-import-not-at-top
+  coupling = flows.AffineCoupling(2, hidden=8, rngs=_rngs(), mask="channel", scale="sigmoid")
+  # non-zero weights, so that the conditioner's output depends on its input
+  graphdef, state = nnx.split(coupling)
+  rng = np.random.default_rng(1)
+  state = jax.tree.map(lambda a: a + 0.1 * rng.normal(size=a.shape).astype(np.float32), state)
+  coupling = nnx.merge(graphdef, state)
+  x = _x()
+  f = lambda v: coupling.forward(v)[0]  # noqa: E731
+  tangent = jnp.ones_like(x)
+  if jax.default_backend() == "cpu":
+    with pytest.raises(TypeError, match="custom_vjp"):
+      jax.jvp(f, (x,), (tangent,))
+  monkeypatch.setattr(dense, "CPU_CUSTOM_GRADIENTS", False)
+  _, forward = jax.jvp(f, (x,), (tangent,))
+  _, pullback = jax.vjp(f, x)
+  # <J t, u> == <t, J^T u> for a random u
+  u = jnp.asarray(rng.normal(size=forward.shape), jnp.float32)
+  np.testing.assert_allclose(jnp.vdot(forward, u), jnp.vdot(tangent, pullback(u)[0]),
+                             rtol=1e-4)
+  assert float(jnp.abs(forward - tangent).max()) > 1e-3  # the coupling acted on it
+
+
 def test_lu_conv1x1_equals_plain_conv1x1_for_the_same_weight():
   w = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
   plain = flows.InvertibleConv1x1(4, weight=w)
