@@ -85,18 +85,19 @@ def get(name: str) -> types.ModuleType:
   return importlib.import_module(_REGISTRY[name])
 
 
-def parse_fields(config, defaults: dict, choices: dict) -> dict:
-  """Validates the fields every image family has and fills the defaults.
+def parse_fields(config, defaults: dict, choices: dict, *, image: bool = True) -> dict:
+  """Validates the fields every family has and fills the defaults.
 
   Checks that ``config`` (the ``model`` block, a ``ConfigDict`` or dict) names no
   unknown field, that ``name`` is the family's, that each string field of
-  ``choices`` has an allowed value and that ``input_shape`` is ``(H, W, C)``;
-  the family then checks its own fields.
+  ``choices`` has an allowed value and, for an image family, that ``input_shape``
+  is ``(H, W, C)``; the family then checks its own fields.
 
   Args:
     config: the ``model`` block.
     defaults: every known field and its default (``defaults["name"]`` is the family).
     choices: allowed values of the string fields.
+    image: whether the family has an ``input_shape`` (token models do not).
 
   Returns:
     A dict of every field, with ``input_shape`` a tuple of ints.
@@ -116,6 +117,8 @@ def parse_fields(config, defaults: dict, choices: dict) -> dict:
     if cfg[name] not in allowed:
       raise ValueError(f"config.model.{name} must be one of {', '.join(map(repr, allowed))}; "
                        f"got {cfg[name]!r}")
+  if not image:
+    return cfg
   shape = cfg["input_shape"]
   if (shape is None or len(shape) != 3
       or not all(isinstance(s, numbers.Integral) and s > 0 for s in shape)):

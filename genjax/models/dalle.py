@@ -40,6 +40,7 @@ from genjax import nn
 from genjax.data import captions as captions_lib
 from genjax.models import decoding
 from genjax.models import dvae
+from genjax.models import parse_fields
 from genjax.models import gpt
 from genjax.nn import transformer
 from genjax.nn.layers import dropout as _dropout
@@ -129,24 +130,14 @@ class DALLE(gpt.GPT):
 
 
 def _parse(config) -> dict:
-  unknown = set(config.keys()) - set(_DEFAULTS)
-  if unknown:
-    raise ValueError(f"unknown field(s) config.model.{', config.model.'.join(sorted(unknown))}"
-                     f" for dalle; known fields: {', '.join(_DEFAULTS)}")
-  cfg = {k: (config.get(k) if config.get(k) is not None else v) for k, v in _DEFAULTS.items()}
+  cfg = parse_fields(config, _DEFAULTS, {"dtype": tuple(gpt.DTYPES)}, image=False)
   if cfg["tokenizer"] is None:
     raise ValueError(
         "config.model.tokenizer is not set: the launcher fills it from the image "
         "tokenizer's run (config.model.tokenizer_workdir); set both when building a "
         "model yourself")
-  for name in ("slots", "num_layers", "num_heads", "width", "mlp_ratio", "clip_width"):
-    if isinstance(cfg[name], bool) or not isinstance(cfg[name], int) or cfg[name] < 1:
-      raise ValueError(f"config.model.{name} must be an int >= 1, got {cfg[name]!r}")
-  if cfg["width"] % cfg["num_heads"]:
-    raise ValueError(f"config.model.width={cfg['width']} must be divisible by "
-                     f"config.model.num_heads={cfg['num_heads']}")
-  if cfg["dtype"] not in gpt.DTYPES:
-    raise ValueError(f"config.model.dtype must be one of {', '.join(gpt.DTYPES)}")
+  gpt.check_transformer_fields(cfg, ("slots", "num_layers", "num_heads", "width",
+                                     "mlp_ratio", "clip_width"))
   return cfg
 
 

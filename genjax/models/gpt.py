@@ -34,6 +34,7 @@ from flax import nnx
 
 from genjax import compiled
 from genjax.models import decoding
+from genjax.models import parse_fields
 from genjax.nn import dense
 from genjax.nn import transformer
 from genjax.nn.layers import dropout as _dropout
@@ -111,32 +112,31 @@ class GPT(nnx.Module):
 # ------------------------------------------------------------------- config
 
 
-def _parse(config) -> dict:
-  unknown = set(config.keys()) - set(_DEFAULTS)
-  if unknown:
-    raise ValueError(f"unknown field(s) config.model.{', config.model.'.join(sorted(unknown))}"
-                     f" for gpt; known fields: {', '.join(_DEFAULTS)}")
-  cfg = {k: (config.get(k) if config.get(k) is not None else v) for k, v in _DEFAULTS.items()}
-  if cfg["name"] != "gpt":
-    raise ValueError(f"config.model.name is {cfg['name']!r}, expected 'gpt'")
-  for name in ("vocab_size", "block_size", "num_layers", "num_heads", "width", "mlp_ratio"):
+def check_transformer_fields(cfg: dict, int_fields) -> None:
+  """The checks a transformer family's fields share (GPT, DALL-E): ``int_fields``
+  are ints >= 1, the width splits into heads, dropout is a rate, rotary positions
+  (when a ``positions`` field is given) have an even head width."""
+  for name in int_fields:
     value = cfg[name]
-    if not value and name == "vocab_size":
-      raise ValueError("config.model.vocab_size is not set: the launcher fills it from the "
-                       "tokenizer; set it when building a model yourself")
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"config.model.{name} must be an int >= 1, got {value!r}")
   if cfg["width"] % cfg["num_heads"]:
     raise ValueError(f"config.model.width={cfg['width']} must be divisible by "
                      f"config.model.num_heads={cfg['num_heads']}")
-  if cfg["positions"] == "rotary" and (cfg["width"] // cfg["num_heads"]) % 2:
+  if cfg.get("positions") == "rotary" and (cfg["width"] // cfg["num_heads"]) % 2:
     raise ValueError("rotary positions need an even head width (width / num_heads)")
   if not 0.0 <= float(cfg["dropout"]) < 1.0:
     raise ValueError(f"config.model.dropout must be in [0, 1), got {cfg['dropout']!r}")
-  for name, allowed in (("positions", POSITIONS), ("dtype", tuple(DTYPES))):
-    if cfg[name] not in allowed:
-      raise ValueError(f"config.model.{name} must be one of {', '.join(map(repr, allowed))}; "
-                       f"got {cfg[name]!r}")
+
+
+def _parse(config) -> dict:
+  cfg = parse_fields(config, _DEFAULTS, {"positions": POSITIONS, "dtype": tuple(DTYPES)},
+                     image=False)
+  if not cfg["vocab_size"]:
+    raise ValueError("config.model.vocab_size is not set: the launcher fills it from the "
+                     "tokenizer; set it when building a model yourself")
+  check_transformer_fields(cfg, ("vocab_size", "block_size", "num_layers", "num_heads",
+                                 "width", "mlp_ratio"))
   return cfg
 
 
