@@ -132,8 +132,8 @@ def global_norm(tree) -> jax.Array:
 
 
 def gradient_step(module: nnx.Module, opt: nnx.Optimizer,
-                  loss_fn: Callable[[nnx.Module], tuple[jax.Array, Metrics]],
-                  wrt=None) -> tuple[jax.Array, Metrics, Metrics]:
+                  loss_fn: Callable[[nnx.Module], tuple[jax.Array, Metrics]]
+                  ) -> tuple[jax.Array, Metrics, Metrics]:
   """One optimizer step of ``opt`` on the parameters of ``module``, in place.
 
   The building block of every ``update``: the default one applies it once to the
@@ -149,15 +149,14 @@ def gradient_step(module: nnx.Module, opt: nnx.Optimizer,
     module: the NNX module whose ``nnx.Param`` leaves ``opt`` updates.
     opt: an ``nnx.Optimizer`` made for ``module``.
     loss_fn: ``module -> (loss, aux)``; differentiated with respect to the
-      parameters of ``module`` only.
-    wrt: the filter of the trained variables; default the optimizer's ``wrt``
-      (a frozen part, e.g. DALL-E's image tokenizer, is left out of both).
+      optimizer's ``wrt`` variables only (a frozen part, e.g. DALL-E's image
+      tokenizer, is neither differentiated nor updated).
 
   Returns:
     ``(loss, aux, norms)``; ``norms`` holds ``grad_norm``, ``param_norm`` and
     ``update_norm`` (the L2 norm of the parameter change the optimizer computed).
   """
-  wrt = opt.wrt if wrt is None else wrt
+  wrt = opt.wrt
   (loss, aux), grads = nnx.value_and_grad(
       loss_fn, argnums=nnx.DiffState(0, wrt), has_aux=True)(module)
   finite = _all_finite(jax.tree.leaves((loss, aux, grads)))

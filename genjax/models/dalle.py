@@ -176,7 +176,7 @@ def update(model: DALLE, opt, batch, key):
   """One step on the transformer's loss plus the CLIP scorer's (disjoint parameters)."""
   from genjax import train  # pylint: disable=g-import-not-at-top
   lossv, metrics, norms = train.gradient_step(
-      model, opt, lambda m: _total_loss(m, batch, key), wrt=_TRAINED)
+      model, opt, lambda m: _total_loss(m, batch, key))  # opt.wrt is _TRAINED
   return {**metrics, "loss": lossv, **norms}
 
 
