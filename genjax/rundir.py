@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from genjax import fileio
 from genjax.data import run_data
 from genjax import models
 
@@ -218,9 +219,7 @@ def _drop_rows_after(path: pathlib.Path, step: int) -> None:
   keep = [line + "\n" for line, row in _parse_rows(path) if row["step"] <= step]
   if "".join(keep) == text:
     return
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text("".join(keep), encoding="utf-8")
-  os.replace(tmp, path)
+  fileio.write_atomically(path, lambda tmp: tmp.write_text("".join(keep), encoding="utf-8"))
 
 
 # -------------------------------------------------------------------- writers

@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from genjax import fileio
 from genjax.data import captions
 from genjax.data import pipeline
 from genjax.data import text
@@ -288,9 +289,7 @@ def _digit_tokens(tokenizer_dir: str, source: str, split: str, data_dir, mnist_d
                           [:len(images[i:i + chunk])] for i in range(0, len(images), chunk)])
   blank = np.asarray(dvae.encode(model, np.zeros((1, *images.shape[1:]), np.uint8)))[0]
   if jax.process_index() == 0:
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, grids=grids, blank=blank)
-    tmp.replace(path)
+    fileio.write_atomically(path, lambda tmp: np.savez(tmp, grids=grids, blank=blank))
   return grids, blank
 
 

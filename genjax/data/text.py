@@ -39,6 +39,7 @@ import jax
 import numpy as np
 import tensorflow_datasets as tfds
 
+from genjax import fileio
 from genjax.data import builders
 from genjax.data import pipeline
 from genjax.data import tokenizers as tok_lib
@@ -321,10 +322,7 @@ def _stream(corpus: Corpus, split: str, tok_json: str) -> tuple[np.ndarray, int]
     tok = tok_lib.from_json(json.loads(tok_json))
     names = sorted(docs)
     ids = np.concatenate(tok.encode_many([docs[n] for n in names])).astype(np.int32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, ids)
-    tmp.replace(path)
+    fileio.write_atomically(path, lambda tmp: np.save(tmp, ids))
   ids.flags.writeable = False
   return ids, num_chars
 

@@ -19,6 +19,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from genjax import fileio
+
 KINDS = ("char", "bpe")
 UNK = "\ufffd"  # what the unknown-character id decodes to
 
@@ -131,11 +133,8 @@ def train(kind: str, texts: Iterable[str], vocab_size: int | None = None) -> Tok
 
 def save(tokenizer: Tokenizer, path: str | os.PathLike[str]) -> pathlib.Path:
   """Writes ``tokenizer`` as JSON to ``path`` (atomically: a temp file, then rename)."""
-  path = pathlib.Path(path)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(tokenizer.to_json()) + "\n", encoding="utf-8")
-  tmp.replace(path)
-  return path
+  text = json.dumps(tokenizer.to_json()) + "\n"
+  return fileio.write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def load(path: str | os.PathLike[str]) -> Tokenizer:

@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from genjax import fileio
 from genjax import nn
 
 MNIST_SHAPE = (28, 28, 1)
@@ -210,10 +211,11 @@ def save(model: Classifier, info: dict, directory: str | os.PathLike[str]) -> No
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   leaves = jax.tree.leaves(nnx.state(model, nnx.Param))
-  tmp = directory / f".{_FILE}.{os.getpid()}.tmp.npz"
-  np.savez(tmp, *[np.asarray(x) for x in leaves])
-  (directory / _INFO).write_text(json.dumps(info, indent=2) + "\n")
-  os.replace(tmp, directory / _FILE)
+  text = json.dumps(info, indent=2) + "\n"
+  # The parameters last: a reader that finds them finds their info too.
+  fileio.write_atomically(directory / _INFO, lambda tmp: tmp.write_text(text))
+  fileio.write_atomically(directory / _FILE,
+                          lambda tmp: np.savez(tmp, *[np.asarray(x) for x in leaves]))
 
 
 def load(directory: str | os.PathLike[str], recipe: Recipe = RECIPE
