@@ -49,6 +49,48 @@ class TrainState(nnx.Module):
     self.step = Step(jnp.zeros((), jnp.int32))
 
 
+# ---------------------------------------------------------------- moving averages
+
+
+class EMAWeight(nnx.Variable):
+  """A weight of a moving-average copy of a module (not a trained ``nnx.Param``).
+
+  The copy lives in the model, so checkpoints keep it; the default optimizer
+  (``wrt=nnx.Param``) neither differentiates nor updates it.
+  """
+
+
+def ema_copy(module: nnx.Module) -> nnx.Module:
+  """A copy of ``module`` whose ``nnx.Param`` leaves are `EMAWeight` variables."""
+  return nnx.map(lambda _, v: EMAWeight(jnp.copy(v[...])) if isinstance(v, nnx.Param) else v,
+                 module)
+
+
+def ema_decay(decay: float, warmup: bool, step: jax.Array) -> jax.Array:
+  """The decay of the ``step``-th update: ``min(decay, (1 + t) / (10 + t))`` with warm-up.
+
+  Without the warm-up the decay is ``decay`` throughout; with 0.999 the initial
+  random weights would then still hold 0.999^750 = 47 % of the average after 750
+  updates.
+
+  References:
+    The ``num_updates`` rule of TensorFlow's ``ExponentialMovingAverage``.
+  """
+  if not warmup:
+    return jnp.asarray(decay, jnp.float32)
+  t = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+
+
+def ema_update(ema: nnx.Module, module: nnx.Module, decay: jax.Array) -> None:
+  """``ema <- decay * ema + (1 - decay) * module`` in place (`EMAWeight` <- ``nnx.Param``)."""
+  is_var = lambda x: isinstance(x, nnx.Variable)
+  old = jax.tree.leaves(nnx.state(ema, EMAWeight), is_leaf=is_var)
+  new = jax.tree.leaves(nnx.state(module, nnx.Param), is_leaf=is_var)
+  for e, p in zip(old, new, strict=True):
+    e[...] = decay * e[...] + (1.0 - decay) * p[...]
+
+
 # --------------------------------------------------------------------------- optax
 
 

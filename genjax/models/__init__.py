@@ -57,6 +57,7 @@ _REGISTRY: dict[str, str] = {
     "gpt": "genjax.models.gpt",
     "dvae": "genjax.models.dvae",
     "dalle": "genjax.models.dalle",
+    "diffusion": "genjax.models.diffusion",
 }
 
 

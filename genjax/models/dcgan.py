@@ -47,8 +47,7 @@ _DEFAULTS = dict(name="dcgan", input_shape=None, view="8bit", latent_dim=64,
                  num_classes=0)
 
 
-class EMAWeight(nnx.Variable):
-  """A weight of the moving-average generator (not a trained ``nnx.Param``)."""
+EMAWeight = train_lib.EMAWeight  # the weights of ema_generator
 
 
 class Generator(nnx.Module):
@@ -121,9 +120,7 @@ class DCGAN(nnx.Module):
                                cfg["g_norm"], cfg["num_classes"], rngs=rngs)
     self.discriminator = Discriminator(cfg["input_shape"], cfg["d_channels"],
                                        cfg["num_classes"], cfg["spectral_norm"], rngs=rngs)
-    self.ema_generator = nnx.map(  # a copy whose weights are EMAWeight variables
-        lambda _, v: EMAWeight(jnp.copy(v[...])) if isinstance(v, nnx.Param) else v,
-        self.generator)
+    self.ema_generator = train_lib.ema_copy(self.generator)
 
 
 def _check(ok: bool, name: str, want: str, value) -> None:
@@ -306,19 +303,8 @@ def g_loss(model: DCGAN, disc, x_fake, y) -> jax.Array:
 
 
 def ema_decay_at(model: DCGAN, step: jax.Array) -> jax.Array:
-  """The decay of the ``step``-th update: ``min(ema_decay, (1 + t) / (10 + t))``.
-
-  Without the warm-up (``ema_warmup=False``) it is ``ema_decay`` throughout; with
-  0.999, the initial random weights would then still hold 0.999^750 = 47 % of the
-  average after 750 generator steps.
-
-  References:
-    The ``num_updates`` rule of TensorFlow's ``ExponentialMovingAverage``.
-  """
-  if not model.ema_warmup:
-    return jnp.asarray(model.ema_decay, jnp.float32)
-  t = jnp.asarray(step, jnp.float32)
-  return jnp.minimum(model.ema_decay, (1.0 + t) / (10.0 + t))
+  """The decay of the ``step``-th update (`genjax.train.ema_decay` of the model's fields)."""
+  return train_lib.ema_decay(model.ema_decay, model.ema_warmup, step)
 
 
 def ema_update(model: DCGAN, step: jax.Array) -> None:
@@ -328,12 +314,7 @@ def ema_update(model: DCGAN, step: jax.Array) -> None:
     model: the `DCGAN`.
     step: generator updates made so far, this one included.
   """
-  decay = ema_decay_at(model, step)
-  is_var = lambda x: isinstance(x, nnx.Variable)
-  ema = jax.tree.leaves(nnx.state(model.ema_generator, EMAWeight), is_leaf=is_var)
-  new = jax.tree.leaves(nnx.state(model.generator, nnx.Param), is_leaf=is_var)
-  for e, p in zip(ema, new, strict=True):
-    e[...] = decay * e[...] + (1.0 - decay) * p[...]
+  train_lib.ema_update(model.ema_generator, model.generator, ema_decay_at(model, step))
 
 
 def update(model: DCGAN, opt: dict, batch, key: jax.Array) -> dict[str, jax.Array]:
