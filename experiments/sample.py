@@ -5,11 +5,14 @@ r"""Samples from the newest checkpoint of a run: a PNG grid, or text.
       --max_new_tokens=500 [--temperature=0.8 --top_k=40 --top_p=0.95 --method=naive]
   python -m experiments.sample --workdir=runs/dalle_mnist --caption="two seven" --num=16 \
       [--candidates=8]
+  python -m experiments.sample --workdir=runs/diffusion_mnist --sampler=ddim --steps=50 \
+      [--eta=0.0 --guidance=2.0]
 
 Image runs: families with visualizations (the VAE's reconstructions, interpolations
 and, for a 2-D latent space, the latent map) get them beside the grid as
 <out>_<name>.png; --method and --temperature go to families whose sampler takes them
-(the pixel models). Text runs print the decoded samples, prompt included, and write
+(the pixel models), --steps, --sampler, --eta and --guidance to diffusion; a family
+whose sampler does not take an option says so and lists the options it has. Text runs print the decoded samples, prompt included, and write
 them to --out (default WORKDIR/samples/sample_<step>.txt). Text-to-image runs
 (DALL-E) write a grid of strips for --caption, each the best of --candidates by the
 run's CLIP-style scorer.
@@ -33,6 +36,11 @@ _MAX_NEW_TOKENS = flags.DEFINE_integer("max_new_tokens", None,
                                        "text: tokens drawn after the prompt (default 256)")
 _TOP_K = flags.DEFINE_integer("top_k", None, "text: keep the k most likely tokens")
 _TOP_P = flags.DEFINE_float("top_p", None, "text: keep the nucleus of probability p")
+_STEPS = flags.DEFINE_integer("steps", None, "diffusion: reverse steps (default the config's)")
+_SAMPLER = flags.DEFINE_string("sampler", None, "diffusion: ancestral, ddim or ode")
+_ETA = flags.DEFINE_float("eta", None, "diffusion: DDIM's noise scale (0: deterministic)")
+_GUIDANCE = flags.DEFINE_float("guidance", None,
+                               "diffusion: classifier-free guidance scale (class-conditional)")
 _CAPTION = flags.DEFINE_string("caption", None, "text-to-image (DALL-E): the caption")
 _CANDIDATES = flags.DEFINE_integer("candidates", 1, "text-to-image: strips drawn per "
                                    "image, the best kept by the run's CLIP-style scorer")
@@ -54,7 +62,9 @@ def main(argv):
     experiment.check_num(_NUM.value)
   config = experiment.load_config(_WORKDIR.value)
   kind = run_data.kind(config.data.name)
-  options = {k: v for k, v in (("method", _METHOD.value), ("temperature", _TEMPERATURE.value))
+  options = {k: v for k, v in (("method", _METHOD.value), ("temperature", _TEMPERATURE.value),
+                               ("steps", _STEPS.value), ("sampler", _SAMPLER.value),
+                               ("eta", _ETA.value), ("guidance", _GUIDANCE.value))
              if v is not None}
   allowed = {"image": ("image",), "text": ("text", "token"),
              "captions": ("captions", "token")}[kind]

@@ -306,7 +306,6 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
        f"steps {start} -> {config.total_steps}")
 
   step_fn = train_lib.compile_train_step(family, graphdef, mesh)
-  sample_fn = jit_model_fn(family.sample, static_argnames=("num",))
   writer = MetricWriter(workdir, resume_step=start)  # drops rows a kill left past start
   last: dict[str, Any] = {}
 
@@ -322,7 +321,10 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
       path = _write_texts(workdir / "samples" / f"step_{step:08d}.txt", texts)
       writer.write_text(step, "samples", texts)
       return path
-    images = sample_fn(model_graphdef, model_state(state), key, num=config.num_samples)
+    # family.sample compiles once per model structure and shapes, for every run of
+    # this process (a fresh jit per run would trace the sampler again)
+    images = family.sample(nnx.merge(model_graphdef, model_state(state)), key,
+                           num=config.num_samples)
     path = images_lib.save_grid(workdir / "samples" / f"step_{step:08d}.png",
                                 np.asarray(images), binary=_binary(config))
     writer.write_images(step, "samples", images_lib.grid(np.asarray(images),
@@ -637,9 +639,7 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
   out_path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.png"
   check_writable(out_path, "--out" if out else "the sample grid", directory=False)
   key = jax.random.key(seed)
-  graphdef, state = nnx.split(model)
-  images = jit_model_fn(family.sample, static_argnames=("num", "method"))(
-      graphdef, state, key, num=num, **sample_kwargs)
+  images = family.sample(model, key, num=num, **sample_kwargs)  # compiled once per statics
   paths = [images_lib.save_grid(out_path, np.asarray(images), binary=_binary(config))]
   vis = getattr(family, "visualizations", None)
   if extras and vis is not None:

@@ -88,7 +88,7 @@ def ema_update(ema: nnx.Module, module: nnx.Module, decay: jax.Array) -> None:
   old = jax.tree.leaves(nnx.state(ema, EMAWeight), is_leaf=is_var)
   new = jax.tree.leaves(nnx.state(module, nnx.Param), is_leaf=is_var)
   for e, p in zip(old, new, strict=True):
-    e[...] = decay * e[...] + (1.0 - decay) * p[...]
+    e.set_value(decay * e[...] + (1.0 - decay) * p[...])
 
 
 # --------------------------------------------------------------------------- optax
@@ -218,7 +218,7 @@ def gradient_step(module: nnx.Module, opt: nnx.Optimizer,
       nnx.as_pure(nnx.state(grads, wrt, graph=opt.graph)))
   nnx.update(module, new_params)
   nnx.update(opt.opt_state, nnx.state(new_opt_state, graph=opt.graph))
-  opt.step[...] += finite.astype(opt.step[...].dtype)
+  opt.step.set_value(opt.step[...] + finite.astype(opt.step[...].dtype))
   norms = {"grad_norm": global_norm(grads), "param_norm": global_norm(new_params),
            "update_norm": update_norm}
   return loss, aux, norms

@@ -76,7 +76,7 @@ def test_four_fake_devices_are_available():
   assert len(jax.devices()) >= 4, "tests/conftest.py sets JAX_NUM_CPU_DEVICES=4"
 
 
-@pytest.mark.parametrize("family_name", ["toy", "vae", "dcgan"])
+@pytest.mark.parametrize("family_name", ["toy", "vae", "dcgan", "diffusion"])
 def test_sharded_step_equals_single_device_step(family_name):
   if family_name == "toy":
     family, config, batches = _toy_family(), None, [_batch(8, seed=s) for s in range(3)]
@@ -85,6 +85,13 @@ def test_sharded_step_equals_single_device_step(family_name):
     config = ml_collections.ConfigDict(dict(
         name="dcgan", input_shape=(2, 2, 1), latent_dim=4, g_channels=(8,),
         d_channels=(8,), d_steps=2, loss="wgan_gp", num_classes=10))
+    batches = [_batch(8, seed=s) for s in range(3)]
+  elif family_name == "diffusion":  # the VDM bound, a learned schedule, labels, the EMA
+    family = models.get("diffusion")
+    config = ml_collections.ConfigDict(dict(
+        name="diffusion", input_shape=(2, 2, 1), channels=4, channel_mults=(1,),
+        attention_resolutions=(2,), num_groups=2, schedule="learned", schedule_width=4,
+        num_classes=10, ema_decay=0.5, ema_warmup=False))
     batches = [_batch(8, seed=s) for s in range(3)]
   else:
     family = models.get("vae")
@@ -98,7 +105,10 @@ def test_sharded_step_equals_single_device_step(family_name):
   four = train.make_mesh(jax.devices()[:4])
   state1, m1 = _run_steps(family, one, batches, config=config)
   state4, m4 = _run_steps(family, four, batches, config=config)
-  _assert_trees_close(state1, state4, atol=1e-5)
+  # (Adam divides by the gradients' scale: where a gradient is near zero, a summation
+  # order that differs between one and four devices moves the update by up to ~1e-4
+  # x lr; the GroupNorms and the learned schedule of diffusion have such entries)
+  _assert_trees_close(state1, state4, atol=1e-4 if family_name == "diffusion" else 1e-5)
   for a, b in zip(m1, m4):
     for k in a:
       np.testing.assert_allclose(a[k], b[k], atol=1e-5, rtol=1e-5)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import time
 import types
 from typing import Any
@@ -14,28 +13,26 @@ from flax import nnx
 from genjax.metrics import distances
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 4))
-def _sample(sample_fn, graphdef, state, key, num):
-  return sample_fn(nnx.merge(graphdef, state), key, num=num)
-
-
 def draw_samples(family: types.ModuleType, model: nnx.Module, key: jax.Array,
-                 num: int, batch_size: int = 500) -> np.ndarray:
+                 num: int, batch_size: int = 500, sample_kwargs: dict | None = None
+                 ) -> np.ndarray:
   """``num`` samples of ``family.sample`` as numpy, in compiled batches.
 
   Batch ``i`` uses ``fold_in(key, i)``; every batch has ``batch_size`` images (one
-  compilation), the surplus of the last one is dropped.
+  compilation: a family's ``sample`` compiles once per shape and static
+  arguments), the surplus of the last one is dropped. ``sample_kwargs`` go to
+  ``family.sample`` (e.g. a diffusion model's ``sampler`` and ``steps``).
   """
-  graphdef, state = nnx.split(model)
   size = min(batch_size, num)
-  out = [np.asarray(_sample(family.sample, graphdef, state, jax.random.fold_in(key, i),
-                            size)) for i in range(-(-num // size))]
+  out = [np.asarray(family.sample(model, jax.random.fold_in(key, i), num=size,
+                                  **(sample_kwargs or {})))
+         for i in range(-(-num // size))]
   return np.concatenate(out)[:num]
 
 
 def evaluate_samples(family: types.ModuleType, model: nnx.Module, real_uint8: np.ndarray,
                      *, num: int, key: jax.Array, binary: bool, batch_size: int = 500,
-                     **kwargs) -> dict[str, Any]:
+                     sample_kwargs: dict | None = None, **kwargs) -> dict[str, Any]:
   """FID, KID, precision and recall of ``num`` model samples against real images.
 
   Args:
@@ -48,6 +45,7 @@ def evaluate_samples(family: types.ModuleType, model: nnx.Module, real_uint8: np
     binary: the data hold 0/1 (binarized); both sets are scaled to 0/255 for the
       feature network.
     batch_size: images per compiled sampling call.
+    sample_kwargs: passed to ``family.sample`` (e.g. ``sampler``, ``steps``).
     **kwargs: passed to `genjax.metrics.to_features` (``network``, ``data_dir``).
 
   Returns:
@@ -56,7 +54,7 @@ def evaluate_samples(family: types.ModuleType, model: nnx.Module, real_uint8: np
   """
   t0 = time.time()
   num = min(int(num), len(real_uint8))
-  fake = draw_samples(family, model, key, num, batch_size)
+  fake = draw_samples(family, model, key, num, batch_size, sample_kwargs)
   real = np.asarray(real_uint8[:num])
   if binary:
     real, fake = real * np.uint8(255), fake * np.uint8(255)

@@ -227,9 +227,9 @@ def ema_update(model: DVAE, z_Bxhxwxd, codes_Bxhxw, key) -> None:
   book = total / smoothed[:, None]
   dead = count < model.dead_threshold
   pick = jax.random.randint(key, (model.codebook_size,), 0, z.shape[0])
-  model.codebook[...] = jnp.where(dead[:, None], z[pick], book)
-  model.ema_sum[...] = jnp.where(dead[:, None], z[pick], total)
-  model.ema_count[...] = jnp.where(dead, 1.0, count)
+  model.codebook.set_value(jnp.where(dead[:, None], z[pick], book))
+  model.ema_sum.set_value(jnp.where(dead[:, None], z[pick], total))
+  model.ema_count.set_value(jnp.where(dead, 1.0, count))
 
 
 @compiled.model_function

@@ -87,9 +87,9 @@ class ActNorm(nnx.Module):
     done = self.initialized[...]
     mean_C = jnp.mean(x_BxHxWxC, (0, 1, 2))
     param_C = -jnp.log(jnp.std(x_BxHxWxC, (0, 1, 2)) + self.eps) / self.scale_factor
-    self.bias[...] = jnp.where(done, self.bias[...], -mean_C)
-    self.log_scale_param[...] = jnp.where(done, self.log_scale_param[...], param_C)
-    self.initialized[...] = jnp.ones((), jnp.bool_)
+    self.bias.set_value(jnp.where(done, self.bias[...], -mean_C))
+    self.log_scale_param.set_value(jnp.where(done, self.log_scale_param[...], param_C))
+    self.initialized.set_value(jnp.ones((), jnp.bool_))
 
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")

@@ -76,4 +76,4 @@ def power_iteration(module: nnx.Module, num_steps: int = 1) -> None:
       u = sub.u[...]
       for _ in range(num_steps):
         u = _normalize(w.T @ _normalize(w @ u))
-      sub.u[...] = u
+      sub.u.set_value(u)

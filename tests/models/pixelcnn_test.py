@@ -69,14 +69,11 @@ def test_gated_pixelcnn_has_no_blind_spot_and_pixelcnn_has_one():
 
 
 @pytest.mark.parametrize("name, shape, likelihood, classes", [
+    # each family once per likelihood, grey and colour, non-square, conditional
     ("pixelcnn", (5, 4, 1), "bernoulli", 0),
-    ("pixelcnn", (4, 4, 1), "categorical", 0),
     ("pixelcnn", (3, 4, 3), "categorical", 0),
-    ("pixelcnn", (3, 3, 3), "bernoulli", 0),
-    ("gated_pixelcnn", (5, 4, 1), "bernoulli", 0),
-    ("gated_pixelcnn", (3, 4, 3), "categorical", 0),
     ("gated_pixelcnn", (4, 4, 1), "bernoulli", 10),
-    ("gated_pixelcnn", (3, 3, 3), "categorical", 3),
+    ("gated_pixelcnn", (3, 4, 3), "categorical", 3),
 ])
 def test_cached_sampling_equals_naive_sampling(name, shape, likelihood, classes):
   kw = {"num_classes": classes} if classes else {}
