@@ -122,7 +122,7 @@ def test_bound_at_initialisation_is_finite_and_a_log_probability(kw):
 
 def test_monte_carlo_bound_is_unbiased_against_the_exact_sum_over_steps():
   """T = 4 discrete steps: one random step (times T) per draw, against all four."""
-  model = _model(timesteps=4, schedule="linear")
+  model = _model(timesteps=4, schedule="linear", channel_mults=(1,), attention_resolutions=())
   batch = _batch(2)
   keys = jax.random.split(jax.random.key(3), 1000)
 
@@ -221,7 +221,8 @@ def test_sample_gives_8bit_images_and_guidance_uses_the_labels():
 
 
 def test_update_trains_the_weights_and_moves_the_average():
-  model = diffusion.build(_config(ema_decay=0.9, ema_warmup=False), jax.random.key(0))
+  model = diffusion.build(_config(ema_decay=0.9, ema_warmup=False, channel_mults=(1,)),
+                          jax.random.key(0))
   opt = diffusion.make_optimizer(model, ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-2, schedule="constant", warmup_steps=0,
       final_lr_fraction=0.0, grad_clip_norm=0.0, weight_decay=0.0, b1=0.9, b2=0.999,
