@@ -567,7 +567,9 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   batch_size = batch_size or config.eval_batch_size
   n = data.num_examples(split)
   num_batches = -(-n // batch_size)
-  kind = (ll_kwargs or "exact likelihood") if has_likelihood(family) else "no likelihood"
+  kind = ("no likelihood" if not has_likelihood(family) else
+          f"likelihood: {getattr(family, 'LIKELIHOOD', 'exact')}"
+          + (f", {ll_kwargs}" if ll_kwargs else ""))
   unit = {"text": "windows", "captions": "strips"}.get(data.kind, "examples")
   _log(f"genjax: evaluating {config.model.name} step {step} on {config.data.name}/"
        f"{split} ({n} {unit}, {kind})")
