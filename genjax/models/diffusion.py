@@ -334,7 +334,7 @@ def build(config, key: jax.Array) -> Diffusion:
   for k in ("dropout", "label_dropout", "ema_decay", "gamma_min", "gamma_max", "guidance"):
     cfg[k] = float(cfg[k])
   cfg["ema_warmup"] = bool(cfg["ema_warmup"])
-  return compiled.build(Diffusion, key, cfg=cfg)  # one compiled initialisation
+  return Diffusion(cfg, rngs=nnx.Rngs(params=key))
 
 
 def check_config(config) -> None:

@@ -180,7 +180,7 @@ def test_samplers_with_a_perfect_noise_prediction_recover_gaussian_data(sampler)
 
 def test_ddim_with_eta_zero_converges_to_the_probability_flow_ode():
   """DDIM (eta = 0) over the training steps against the ODE solved by Runge-Kutta."""
-  model = _model(timesteps=100, scale=0.05)
+  model = _model(timesteps=100, scale=0.05, channel_mults=(1,), attention_resolutions=())
   key = jax.random.key(5)
   run = lambda **kw: diffusion.sample_latents(  # pylint: disable=unnecessary-lambda-assignment
       lambda z, t: diffusion._predict_eps(  # pylint: disable=protected-access
@@ -199,11 +199,10 @@ def test_ddim_with_eta_zero_converges_to_the_probability_flow_ode():
 
 
 def test_sample_gives_8bit_images_and_guidance_uses_the_labels():
-  model = _model(num_classes=3)
+  model = _model(num_classes=3, channel_mults=(1,), attention_resolutions=())
   key = jax.random.key(0)
-  x = diffusion.sample(model, key, 4)
-  assert x.shape == (4, 4, 4, 1) and x.dtype == jnp.uint8
   y0 = diffusion.sample(model, key, 4, labels=jnp.zeros(4, jnp.int32))
+  assert y0.shape == (4, 4, 4, 1) and y0.dtype == jnp.uint8
   y1 = diffusion.sample(model, key, 4, labels=jnp.ones(4, jnp.int32))
   assert not np.array_equal(y0, y1)
   # guidance 0 is the conditional model; a positive scale changes the samples
