@@ -129,6 +129,12 @@ def parse_fields(config, defaults: dict, choices: dict, *, image: bool = True) -
   return cfg
 
 
+def check_field(ok: bool, name: str, want: str, value) -> None:
+  """Raises ``ValueError("config.model.<name> must be <want>; got <value>")`` unless ``ok``."""
+  if not ok:
+    raise ValueError(f"config.model.{name} must be {want}; got {value!r}")
+
+
 def check_image_batch(batch, input_shape, *, binary: bool | None = None) -> None:
   """Raises a clear error when ``batch`` does not fit an image model.
 

@@ -33,6 +33,7 @@ from flax import nnx
 from genjax import compiled
 from genjax import nn
 from genjax import train as train_lib
+from genjax.models import check_field
 from genjax.models import check_image_batch
 from genjax.nn import spectral
 
@@ -123,9 +124,7 @@ class DCGAN(nnx.Module):
     self.ema_generator = train_lib.ema_copy(self.generator)
 
 
-def _check(ok: bool, name: str, want: str, value) -> None:
-  if not ok:
-    raise ValueError(f"config.model.{name} must be {want}; got {value!r}")
+_check = check_field  # the shared field check of genjax.models
 
 
 def _ints(name, value) -> tuple[int, ...]:

@@ -63,6 +63,7 @@ from flax import nnx
 from genjax import compiled
 from genjax import nn
 from genjax import train as train_lib
+from genjax.models import check_field
 from genjax.models import check_image_batch
 from genjax.models import parse_fields
 
@@ -280,9 +281,7 @@ class Diffusion(nnx.Module):
 # ------------------------------------------------------------------- config
 
 
-def _check(ok: bool, name: str, want: str, value) -> None:
-  if not ok:
-    raise ValueError(f"config.model.{name} must be {want}; got {value!r}")
+_check = check_field  # the shared field check of genjax.models
 
 
 def _is_int(v, low) -> bool:
