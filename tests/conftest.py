@@ -42,16 +42,3 @@ def data_dir(tmp_path_factory):
     return pathlib.Path(path)
   return tmp_path_factory.mktemp("genjax_data")
 
-
-def pytest_collection_modifyitems(config, items):
-  """Under pytest-xdist (``--dist loadgroup``, pyproject.toml), the tests that share
-  a module-scoped fixture (a launcher run they all inspect) go to one worker, so
-  that the fixture runs once instead of once per worker."""
-  del config
-  for item in items:
-    info = getattr(item, "_fixtureinfo", None)
-    for name in item.fixturenames:
-      defs = info.name2fixturedefs.get(name) if info else None
-      if defs and defs[-1].scope == "module":
-        item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{name}"))
-        break

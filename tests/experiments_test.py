@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -266,7 +267,6 @@ def test_changed_model_config_is_refused_on_resume(trained, data_dir):
 
 def test_evaluate_checks_that_it_can_write_eval_json_before_evaluating(
     trained, tmp_path, data_dir):
-  import shutil  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
   shutil.copytree(trained.workdir, workdir)
   (workdir / "eval.json").unlink(missing_ok=True)
@@ -316,7 +316,6 @@ def test_checkpoint_of_another_model_gets_a_clear_error_and_no_config(
   """Checkpoints without their config.json (copied, or the file deleted) that a
   different model wrote: the restore fails with the fix, and no config.json claims
   the directory for the new model."""
-  import shutil  # pylint: disable=g-import-not-at-top
   shutil.copytree(trained.workdir / "checkpoints", tmp_path / "checkpoints")
   proc = _run(["experiments.main", f"--config={VAE_CONFIG}:smoke",
                f"--workdir={tmp_path}", "--config.model.latent_dim=7"],
@@ -381,19 +380,19 @@ def test_resumed_run_with_a_moving_average_equals_uninterrupted_run(tmp_path, da
   import importlib  # pylint: disable=g-import-not-at-top
   family_config = importlib.import_module(f"experiments.configs.{name}")
 
-  def config(steps):
-    c = family_config.get_config("smoke")
-    if name == "diffusion":
-      c.model.sample_steps = 2
-    c.data.data_dir = str(data_dir)
-    c.total_steps, c.eval_every, c.sample_every = steps, 0, 0
-    return c
-
-  experiment.train(config(6), tmp_path / "straight")
-  experiment.train(config(3), tmp_path / "split")
-  experiment.train(config(6), tmp_path / "split")
-  _, m1, _, _ = experiment.restore_model(tmp_path / "straight")
-  _, m2, _, _ = experiment.restore_model(tmp_path / "split")
+  config = family_config.get_config("smoke")
+  config.data.data_dir = str(data_dir)
+  config.total_steps, config.checkpoint_every = 6, 3
+  config.eval_every = config.sample_every = 0
+  straight, split = tmp_path / "straight", tmp_path / "split"
+  experiment.train(config, straight)  # checkpoints at steps 3 and 6
+  # the same run killed after its checkpoint at step 3, then relaunched
+  shutil.copytree(straight, split)
+  shutil.rmtree(split / "checkpoints" / "6")
+  experiment.train(config, split)
+  _, m1, _, s1 = experiment.restore_model(straight)
+  _, m2, _, s2 = experiment.restore_model(split)
+  assert s1 == s2 == 6
   for a, b in zip(jax.tree.leaves(nnx.state(m1)), jax.tree.leaves(nnx.state(m2)),
                   strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
@@ -406,7 +405,7 @@ def test_evaluate_without_a_run_is_a_clear_error(tmp_path, data_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, overrides, sample_flags", [
-    ("diffusion", ["--config.model.num_classes=10"],
+    ("diffusion", ["--config.model.num_classes=10", "--config.sample_every=0"],
      ["--sampler=ddim", "--steps=5"]),
 ])
 def test_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name, overrides,
