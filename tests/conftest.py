@@ -42,3 +42,27 @@ def data_dir(tmp_path_factory):
     return pathlib.Path(path)
   return tmp_path_factory.mktemp("genjax_data")
 
+
+
+
+def _uses_a_module_fixture(item) -> bool:
+  info = getattr(item, "_fixtureinfo", None)
+  return info is not None and any(
+      defs and defs[-1].scope == "module" for defs in info.name2fixturedefs.values())
+
+
+def pytest_collection_modifyitems(config, items):
+  """Long modules first: those with a ``slow`` test (end-to-end launcher runs, 30 s
+  or more), then those with a module-scoped fixture (a launcher run its tests
+  inspect), then the rest in collection order.
+
+  Under ``--dist loadscope --no-loadscope-reorder`` (pyproject.toml) each module
+  runs on one xdist worker, handed out in this order: a long module handed out last
+  would run alone at the end while the other worker idles."""
+  del config
+  rank = {}
+  for item in items:
+    name = item.module.__name__
+    r = 0 if item.get_closest_marker("slow") else 1 if _uses_a_module_fixture(item) else 2
+    rank[name] = min(rank.get(name, 2), r)
+  items.sort(key=lambda item: rank[item.module.__name__])  # stable

@@ -110,30 +110,3 @@ def test_inspect_reports_model_flops_utilisation(data_dir, tmp_path):
   numbers = json.loads((tmp_path / "n.json").read_text())
   assert numbers["tokens_per_second"] > 0 and 0 < numbers["mfu"] < 1
   assert "MFU" in proc.stdout and "tokens/s" in proc.stdout
-
-
-@pytest.mark.slow
-def test_dalle_smoke_runs_from_nothing_then_samples_a_caption(tmp_path, data_dir):
-  """One command trains the image tokenizer, then the transformer; sample draws a
-  caption's strips; evaluate reports nats per image token."""
-  w = tmp_path / "dalle"
-  # no samples during training (experiments.sample draws them below): compiling
-  # the tokenizer's and the transformer's samplers too took 10 s
-  first = _run(["experiments.main", "--config=experiments/configs/dalle.py:smoke",
-                f"--workdir={w}", "--config.sample_every=0",
-                "--config.image_tokenizer.sample_every=0"], data_dir)
-  assert "stage 1, the image tokenizer" in first.stderr
-  assert (w / "image_tokenizer" / "checkpoints" / "20").exists()
-  config = json.loads((w / "config.json").read_text())
-  assert config["model"]["tokenizer_workdir"] == str(w / "image_tokenizer")
-  assert config["model"]["tokenizer"]["name"] == "dvae"
-  rows = [r for r in _rows(w) if "loss" in r]
-  assert rows and all(np.isfinite(r["transformer_loss"]) for r in rows)
-  grid = tmp_path / "two_seven.png"
-  _run(["experiments.sample", f"--workdir={w}", '--caption=two seven', "--num=4",
-        "--candidates=2", f"--out={grid}"], data_dir)
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  assert Image.open(grid).size[0] > 2 * 24  # 2 x 2 strips of 8 x 24
-  _run(["experiments.evaluate", f"--workdir={w}"], data_dir)
-  out = json.loads((w / "eval.json").read_text())
-  assert out["num_tokens"] == 40 * 12 and 0 < out["nats_per_token"] < np.log(16) + 1
