@@ -15,6 +15,13 @@ class Checkpointer:
   The newest ``max_to_keep`` checkpoints are kept. A checkpoint is only written
   from a finite state (`save` refuses otherwise), and orbax writes each one to a
   temporary directory first, so a crash never leaves a corrupt newest checkpoint.
+
+  Saves are asynchronous: `save` returns once the state is copied to host memory
+  (the caller may then donate or delete its arrays) and orbax writes the files in
+  a background thread while training goes on. Every read (`latest_step`,
+  `all_steps`, `restore`) and `close` first waits for a save in flight, so they
+  see what was saved; a process killed during a write keeps the previous
+  checkpoint as the newest.
   """
 
   def __init__(self, directory: str | pathlib.Path, max_to_keep: int = 3):
@@ -26,25 +33,38 @@ class Checkpointer:
                        "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:
-    """The newest saved step, or None."""
+    """The newest saved step, or None (after any save in flight is written)."""
+    self.wait()
     return self._manager.latest_step()
 
   def all_steps(self) -> list[int]:
+    self.wait()
     return list(self._manager.all_steps())
+
+  def wait(self) -> None:
+    """Blocks until a save in flight is written (committed) to disk."""
+    self._manager.wait_until_finished()
 
   def path(self, step: int) -> pathlib.Path:
     return self.directory / str(step)
 
-  def save(self, step: int, state: Any, data_state: dict | None = None) -> None:
-    """Writes a checkpoint and waits for it (the state must be finite)."""
+  def save(self, step: int, state: Any, data_state: dict | None = None,
+           wait: bool = False) -> None:
+    """Starts writing a checkpoint of a finite state (refused otherwise).
+
+    Returns once the state is on the host (its arrays may then be donated or
+    deleted); the files are written in the background, or before returning
+    with ``wait=True``. A save first waits for the one before it.
+    """
     from genjax.train import is_finite_tree  # pylint: disable=g-import-not-at-top
     if not is_finite_tree(state):
       raise FloatingPointError(
           f"refusing to checkpoint a non-finite state at step {step}")
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state or {})), force=True)
-    self._manager.wait_until_finished()
+        data=ocp.args.JsonSave(dict(data_state or {}))), force=True)
+    if wait:
+      self.wait()
 
   def restore(self, abstract_state: Any, step: int | None = None
               ) -> tuple[Any, dict, int]:
@@ -56,6 +76,7 @@ class Checkpointer:
         gives back optimizer states as their own types.
       step: which checkpoint; the newest when None.
     """
+    self.wait()
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")

@@ -421,6 +421,7 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
     if ckpt.latest_step() != step:
       save(step, state)
     if stopped_by:
+      ckpt.wait()
       _log(f"genjax: {stopped_by} received; saved checkpoint at step {step} in "
            f"{ckpt.path(step)}; re-run the same command to resume")
       return {"train": last, "stopped_by": stopped_by, "step": step}

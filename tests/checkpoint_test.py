@@ -1,6 +1,7 @@
 """Checkpointer: round trip, and restores that do not fit the saved state."""
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from genjax import checkpoint as ckpt_lib
@@ -32,3 +33,24 @@ def test_a_state_that_does_not_fit_names_the_entries(saved, wanted, message):
   with pytest.raises(ValueError, match=message) as err:
     saved.restore(ckpt_lib.abstract_like(wanted))
   assert "use a new --workdir" in str(err.value)
+
+
+def test_an_asynchronous_save_survives_the_state_being_donated(tmp_path):
+  """`save` returns before the files are written; the training loop then donates
+  the state's buffers to the next step. The checkpoint still holds the saved
+  values, and reads wait for the write."""
+  import jax  # pylint: disable=g-import-not-at-top
+  ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt")
+  state = {"w": jnp.arange(200_000.0).reshape(400, 500), "b": jnp.full((7,), 3.0)}
+  want = jax.tree.map(np.asarray, state)
+  ckpt.save(1, state, {"position": 1})
+  for x in jax.tree.leaves(state):  # as donation to the next step does
+    x.delete()
+  state = {"w": jnp.zeros((400, 500)), "b": jnp.zeros((7,))}
+  ckpt.save(2, state, {"position": 2})
+  assert ckpt.all_steps() == [1, 2]
+  got, data, step = ckpt.restore(ckpt_lib.abstract_like(want), step=1)
+  ckpt.close()
+  assert step == 1 and data == {"position": 1}
+  for k in want:
+    np.testing.assert_array_equal(np.asarray(got[k]), want[k])

@@ -236,6 +236,34 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, data_dir):
   assert len(saved) == 1 and saved[0] >= 3
 
 
+@pytest.mark.slow
+def test_a_kill_during_an_asynchronous_save_keeps_the_newest_complete_checkpoint(
+    tmp_path, data_dir):
+  """A checkpoint every step, each written in the background while the next steps
+  run, and kill -9 at step 12: the relaunch restores the newest complete checkpoint
+  and finishes the run. (A save is in flight almost all the time here: the kill
+  left ``11.orbax-checkpoint-tmp`` beside 8, 9 and 10 in 3 of 3 trials by hand.)"""
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.main", f"--config={VAE_CONFIG}:smoke",
+       f"--workdir={tmp_path}", "--config.total_steps=1000000", "--config.log_every=1",
+       "--config.checkpoint_every=1", "--config.eval_every=0", "--config.sample_every=0"],
+      cwd=REPO, env=_env(data_dir), stderr=subprocess.PIPE, text=True)
+  try:
+    for line in proc.stderr:
+      if line.startswith("step 12/"):
+        break
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  # orbax writes into a temporary directory and renames it when complete
+  complete = [int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()]
+  assert complete and max(complete) >= 8, complete
+  proc = _run(["experiments.main", f"--workdir={tmp_path}", "--config.total_steps=20"],
+              data_dir)
+  assert f"from checkpoint step {max(complete)}" in proc.stderr, proc.stderr
+  assert "done at step 20" in proc.stderr
+
+
 def test_bad_config_gets_a_one_line_error(tmp_path, data_dir):
   """One launch shows the one-line form (tests/cli_test.py has more, mistyped keys
   among them); the checks behind the other messages run in-process, as the
