@@ -37,11 +37,12 @@ from genjax.models import decoding
 from genjax.models import parse_fields
 from genjax.nn import dense
 from genjax.nn import transformer
+from genjax.nn import layers
 from genjax.nn.layers import dropout as _dropout
 
 LIKELIHOOD = "exact"
 POSITIONS = ("learned", "rotary")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = layers.DTYPES  # compute dtypes (parameters float32)
 _DEFAULTS = dict(name="gpt", vocab_size=None, block_size=64, num_layers=4, num_heads=4,
                  width=128, mlp_ratio=4, dropout=0.0, positions="learned", bias=True,
                  dtype="float32")

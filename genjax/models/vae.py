@@ -32,7 +32,7 @@ LIKELIHOODS = ("bernoulli", "discretized_logistic")
 ARCHITECTURES = ("mlp", "conv")
 _DEFAULTS = dict(name="vae", input_shape=None, likelihood="bernoulli", latent_dim=50,
                  architecture="mlp", hidden=(512, 512), channels=(32, 64), beta=1.0,
-                 activation="silu")
+                 activation="silu", dtype="float32")
 _DECODES_PER_CHUNK = {"mlp": 4096, "conv": 512}  # default IWAE chunk: decoded images
 
 
@@ -40,8 +40,9 @@ class VAE(nnx.Module):
   """Encoder q(z|x) and decoder p(x|z); see `build` for the fields."""
 
   def __init__(self, input_shape, likelihood, latent_dim, architecture, hidden,
-               channels, beta, activation, *, rngs: nnx.Rngs):
+               channels, beta, activation, dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
+    self.dtype = nn.DTYPES[dtype]  # of the computation; parameters are float32
     self.likelihood = likelihood
     self.latent_dim = latent_dim
     self.architecture = architecture
@@ -50,14 +51,14 @@ class VAE(nnx.Module):
     out_c = c if likelihood == "bernoulli" else 2 * c  # logits | (means, log_scales)
     if architecture == "mlp":
       self.encoder = nn.MLP(h * w * c, (*hidden, 2 * latent_dim), activation=activation,
-                            rngs=rngs)
+                            dtype=self.dtype, rngs=rngs)
       self.decoder = nn.MLP(latent_dim, (*reversed(hidden), h * w * out_c),
-                            activation=activation, rngs=rngs)
+                            activation=activation, dtype=self.dtype, rngs=rngs)
     else:
       self.encoder = nn.ConvEncoder(self.input_shape, channels, 2 * latent_dim,
-                                    activation=activation, rngs=rngs)
+                                    activation=activation, dtype=self.dtype, rngs=rngs)
       self.decoder = nn.ConvDecoder(latent_dim, (h, w, out_c), channels,
-                                    activation=activation, rngs=rngs)
+                                    activation=activation, dtype=self.dtype, rngs=rngs)
 
 
 def _field(config, name):  # a ConfigDict or a dict
@@ -87,8 +88,11 @@ def build(config, key: jax.Array) -> VAE:
       and optionally ``likelihood`` (``"bernoulli"`` for 0/1 images,
       ``"discretized_logistic"`` for 0..255 images), ``latent_dim``,
       ``architecture`` (``"mlp"`` or ``"conv"``), ``hidden`` (MLP widths),
-      ``channels`` (conv widths, one stride-2 stage each), ``beta`` (KL weight) and
-      ``activation`` (a name of ``genjax.nn.ACTIVATIONS``).
+      ``channels`` (conv widths, one stride-2 stage each), ``beta`` (KL weight),
+      ``activation`` (a name of ``genjax.nn.ACTIVATIONS``) and ``dtype``
+      (``"float32"`` or ``"bfloat16"``: the encoder's and decoder's computation;
+      parameters, the posterior's parameters, the likelihood and the loss stay
+      float32).
     key: PRNG key of the initialisation.
 
   Returns:
@@ -114,7 +118,7 @@ def build(config, key: jax.Array) -> VAE:
     raise _invalid("input_shape", "(H, W, C) with 3 positive ints", shape)
   shape = _positive_ints("input_shape", shape)
   options = {"likelihood": LIKELIHOODS, "architecture": ARCHITECTURES,
-             "activation": tuple(nn.ACTIVATIONS)}
+             "activation": tuple(nn.ACTIVATIONS), "dtype": tuple(nn.DTYPES)}
   for name, allowed in options.items():
     if _field(config, name) not in allowed:
       raise _invalid(name, f"one of {', '.join(map(repr, allowed))}", _field(config, name))
@@ -129,7 +133,8 @@ def build(config, key: jax.Array) -> VAE:
   channels = _positive_ints("channels", _field(config, "channels"),
                             allow_empty=arch == "mlp")
   return VAE(shape, _field(config, "likelihood"), int(latent_dim), arch, hidden, channels,
-             float(beta), _field(config, "activation"), rngs=nnx.Rngs(params=key))
+             float(beta), _field(config, "activation"), _field(config, "dtype"),
+             rngs=nnx.Rngs(params=key))
 
 
 def check_config(config) -> None:
@@ -157,7 +162,7 @@ def encode(model: VAE, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
   x_BxHxWxC = jnp.asarray(x_BxHxWxC, jnp.float32) * (2.0 / top) - 1.0
   if model.architecture == "mlp":
     x_BxHxWxC = x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1)
-  out_Bx2L = model.encoder(x_BxHxWxC)
+  out_Bx2L = model.encoder(x_BxHxWxC.astype(model.dtype)).astype(jnp.float32)
   return out_Bx2L[:, :model.latent_dim], out_Bx2L[:, model.latent_dim:]
 
 
@@ -174,7 +179,8 @@ def decode(model: VAE, z_BxL: jax.Array) -> dict[str, jax.Array]:
     `genjax.distributions.discretized_logistic_mixture_log_prob`) for the
     discretized logistic (Salimans et al., "PixelCNN++", ICLR 2017).
   """
-  out_BxHxWxP = model.decoder(z_BxL).reshape(z_BxL.shape[0], *model.input_shape[:2], -1)
+  out_BxHxWxP = model.decoder(z_BxL.astype(model.dtype)).astype(jnp.float32).reshape(
+      z_BxL.shape[0], *model.input_shape[:2], -1)
   if model.likelihood == "bernoulli":
     return {"logits": out_BxHxWxP}
   c = model.input_shape[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from genjax.nn.layers import ACTIVATIONS
+from genjax.nn.layers import DTYPES
 from genjax.nn.layers import ConvDecoder
 from genjax.nn.layers import ConvEncoder
 from genjax.nn.layers import Downsample
@@ -20,6 +21,7 @@ from genjax.nn.layers import upsample_nearest
 
 __all__ = [
     "ACTIVATIONS",
+    "DTYPES",
     "ConvDecoder",
     "ConvEncoder",
     "Downsample",

@@ -80,18 +80,27 @@ def kernel_init(init: nnx.Initializer | None = None) -> nnx.Initializer:
   return wrapped
 
 
-def linear(in_features: int, out_features: int, *, rngs: nnx.Rngs) -> nnx.Linear:
-  """An ``nnx.Linear`` with the shared `kernel_init` (LeCun normal) and zero bias."""
-  return nnx.Linear(in_features, out_features, kernel_init=kernel_init(), rngs=rngs)
+# Compute dtypes of ``config.model.dtype``: parameters stay float32, and the layers
+# compute (inputs, products, activations) in the chosen dtype.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def linear(in_features: int, out_features: int, *, dtype=jnp.float32,
+           rngs: nnx.Rngs) -> nnx.Linear:
+  """An ``nnx.Linear`` with the shared `kernel_init` (LeCun normal) and zero bias,
+  computing in ``dtype`` (float32 parameters)."""
+  return nnx.Linear(in_features, out_features, kernel_init=kernel_init(), dtype=dtype,
+                    rngs=rngs)
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, *, strides: int = 1,
-         zero_init: bool = False, rngs: nnx.Rngs) -> nnx.Conv:
-  """A SAME-padded ``nnx.Conv`` with the shared `kernel_init` (or a zero kernel)."""
+         zero_init: bool = False, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Conv:
+  """A SAME-padded ``nnx.Conv`` with the shared `kernel_init` (or a zero kernel),
+  computing in ``dtype`` (float32 parameters)."""
   return nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size),
                   strides=(strides, strides), padding="SAME",
                   kernel_init=(nnx.initializers.zeros_init() if zero_init
-                               else kernel_init()), rngs=rngs)
+                               else kernel_init()), dtype=dtype, rngs=rngs)
 
 
 class MLP(nnx.Module):
@@ -104,11 +113,11 @@ class MLP(nnx.Module):
 
   def __init__(self, in_features: int, widths: Sequence[int], *,
                activation: str | Activation = "relu", activate_final: bool = False,
-               rngs: nnx.Rngs):
+               dtype=jnp.float32, rngs: nnx.Rngs):
     if not widths:
       raise ValueError("MLP needs at least one width (the output width)")
     sizes = (int(in_features),) + tuple(int(w) for w in widths)
-    self.layers = nnx.List([linear(a, b, rngs=rngs)
+    self.layers = nnx.List([linear(a, b, dtype=dtype, rngs=rngs)
                             for a, b in zip(sizes[:-1], sizes[1:])])
     self.activation = get_activation(activation)
     self.activate_final = activate_final
@@ -129,9 +138,11 @@ class ResBlock(nnx.Module):
   """
 
   def __init__(self, channels: int, *, kernel_size: int = 3,
-               activation: str | Activation = "relu", rngs: nnx.Rngs):
-    self.conv1 = conv(channels, channels, kernel_size, rngs=rngs)
-    self.conv2 = conv(channels, channels, kernel_size, zero_init=True, rngs=rngs)
+               activation: str | Activation = "relu", dtype=jnp.float32,
+               rngs: nnx.Rngs):
+    self.conv1 = conv(channels, channels, kernel_size, dtype=dtype, rngs=rngs)
+    self.conv2 = conv(channels, channels, kernel_size, zero_init=True, dtype=dtype,
+                      rngs=rngs)
     self.activation = get_activation(activation)
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
@@ -143,8 +154,9 @@ class Downsample(nnx.Module):
   """A stride-2 SAME convolution: ``[B, H, W, Ci] -> [B, ceil(H/2), ceil(W/2), Co]``."""
 
   def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
-               rngs: nnx.Rngs):
-    self.conv = conv(in_channels, out_channels, kernel_size, strides=2, rngs=rngs)
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    self.conv = conv(in_channels, out_channels, kernel_size, strides=2, dtype=dtype,
+                     rngs=rngs)
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
     return self.conv(x_BxHxWxC)
@@ -164,8 +176,8 @@ class Upsample(nnx.Module):
   """
 
   def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
-               rngs: nnx.Rngs):
-    self.conv = conv(in_channels, out_channels, kernel_size, rngs=rngs)
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    self.conv = conv(in_channels, out_channels, kernel_size, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
     return self.conv(upsample_nearest(x_BxHxWxC, 2))
@@ -195,15 +207,17 @@ class ConvEncoder(nnx.Module):
 
   def __init__(self, input_shape: Sequence[int], channels: Sequence[int],
                out_features: int, *, activation: str | Activation = "relu",
-               rngs: nnx.Rngs):
+               dtype=jnp.float32, rngs: nnx.Rngs):
     h, w, c = input_shape
     ins = (channels[0],) + tuple(channels[:-1])
-    self.stem = conv(c, channels[0], rngs=rngs)
-    self.down = nnx.List([Downsample(i, o, rngs=rngs) for i, o in zip(ins, channels)])
-    self.res = nnx.List([ResBlock(o, activation=activation, rngs=rngs) for o in channels])
+    self.stem = conv(c, channels[0], dtype=dtype, rngs=rngs)
+    self.down = nnx.List([Downsample(i, o, dtype=dtype, rngs=rngs)
+                          for i, o in zip(ins, channels)])
+    self.res = nnx.List([ResBlock(o, activation=activation, dtype=dtype, rngs=rngs)
+                         for o in channels])
     n = len(channels)
     base = downsampled_size(h, n) * downsampled_size(w, n) * channels[-1]
-    self.out = linear(base, out_features, rngs=rngs)
+    self.out = linear(base, out_features, dtype=dtype, rngs=rngs)
     self.activation = get_activation(activation)
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
@@ -223,18 +237,18 @@ class ConvDecoder(nnx.Module):
 
   def __init__(self, in_features: int, output_shape: Sequence[int],
                channels: Sequence[int], *, activation: str | Activation = "relu",
-               rngs: nnx.Rngs):
+               dtype=jnp.float32, rngs: nnx.Rngs):
     h, w, c = output_shape
     n = len(channels)
     self.output_shape = tuple(output_shape)
     self.base_shape = (downsampled_size(h, n), downsampled_size(w, n), channels[-1])
     outs = (channels[0],) + tuple(channels[:-1])
-    self.inp = linear(in_features, math.prod(self.base_shape), rngs=rngs)
-    self.res = nnx.List([ResBlock(i, activation=activation, rngs=rngs)
+    self.inp = linear(in_features, math.prod(self.base_shape), dtype=dtype, rngs=rngs)
+    self.res = nnx.List([ResBlock(i, activation=activation, dtype=dtype, rngs=rngs)
                          for i in reversed(channels)])
-    self.up = nnx.List([Upsample(i, o, rngs=rngs)
+    self.up = nnx.List([Upsample(i, o, dtype=dtype, rngs=rngs)
                         for i, o in zip(reversed(channels), reversed(outs))])
-    self.out = conv(channels[0], c, rngs=rngs)
+    self.out = conv(channels[0], c, dtype=dtype, rngs=rngs)
     self.activation = get_activation(activation)
 
   def __call__(self, z_BxD: jax.Array) -> jax.Array:
