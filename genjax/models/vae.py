@@ -42,7 +42,9 @@ class VAE(nnx.Module):
   def __init__(self, input_shape, likelihood, latent_dim, architecture, hidden,
                channels, beta, activation, dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
-    self.dtype = nn.DTYPES[dtype]  # of the computation; parameters are float32
+    # the computation's dtype; None (float32) leaves it to the inputs and parameters
+    # (float64 under jax_enable_x64 in the gradient checks)
+    self.dtype = None if dtype == "float32" else nn.DTYPES[dtype]
     self.likelihood = likelihood
     self.latent_dim = latent_dim
     self.architecture = architecture
@@ -148,6 +150,14 @@ def check_config(config) -> None:
         f"{want[likelihood]!r} or change the likelihood")
 
 
+def _to_compute(model: VAE, x: jax.Array) -> jax.Array:
+  return x if model.dtype is None else x.astype(model.dtype)
+
+
+def _at_least_float32(x: jax.Array) -> jax.Array:  # bfloat16 -> float32, float64 kept
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def encode(model: VAE, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The approximate posterior q(z|x) = N(mean, diag(exp(log_var))).
 
@@ -162,7 +172,7 @@ def encode(model: VAE, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
   x_BxHxWxC = jnp.asarray(x_BxHxWxC, jnp.float32) * (2.0 / top) - 1.0
   if model.architecture == "mlp":
     x_BxHxWxC = x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1)
-  out_Bx2L = model.encoder(x_BxHxWxC.astype(model.dtype)).astype(jnp.float32)
+  out_Bx2L = _at_least_float32(model.encoder(_to_compute(model, x_BxHxWxC)))
   return out_Bx2L[:, :model.latent_dim], out_Bx2L[:, model.latent_dim:]
 
 
@@ -179,7 +189,7 @@ def decode(model: VAE, z_BxL: jax.Array) -> dict[str, jax.Array]:
     `genjax.distributions.discretized_logistic_mixture_log_prob`) for the
     discretized logistic (Salimans et al., "PixelCNN++", ICLR 2017).
   """
-  out_BxHxWxP = model.decoder(z_BxL.astype(model.dtype)).astype(jnp.float32).reshape(
+  out_BxHxWxP = _at_least_float32(model.decoder(_to_compute(model, z_BxL))).reshape(
       z_BxL.shape[0], *model.input_shape[:2], -1)
   if model.likelihood == "bernoulli":
     return {"logits": out_BxHxWxP}

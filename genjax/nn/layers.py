@@ -81,22 +81,23 @@ def kernel_init(init: nnx.Initializer | None = None) -> nnx.Initializer:
 
 
 # Compute dtypes of ``config.model.dtype``: parameters stay float32, and the layers
-# compute (inputs, products, activations) in the chosen dtype.
+# compute (inputs, products, activations) in the chosen dtype. A layer's ``dtype=None``
+# (the default) computes in the dtype of its inputs and parameters.
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def linear(in_features: int, out_features: int, *, dtype=jnp.float32,
+def linear(in_features: int, out_features: int, *, dtype=None,
            rngs: nnx.Rngs) -> nnx.Linear:
   """An ``nnx.Linear`` with the shared `kernel_init` (LeCun normal) and zero bias,
-  computing in ``dtype`` (float32 parameters)."""
+  computing in ``dtype`` (float32 parameters; None: the inputs' and parameters')."""
   return nnx.Linear(in_features, out_features, kernel_init=kernel_init(), dtype=dtype,
                     rngs=rngs)
 
 
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, *, strides: int = 1,
-         zero_init: bool = False, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Conv:
+         zero_init: bool = False, dtype=None, rngs: nnx.Rngs) -> nnx.Conv:
   """A SAME-padded ``nnx.Conv`` with the shared `kernel_init` (or a zero kernel),
-  computing in ``dtype`` (float32 parameters)."""
+  computing in ``dtype`` (float32 parameters; None: the inputs' and parameters')."""
   return nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size),
                   strides=(strides, strides), padding="SAME",
                   kernel_init=(nnx.initializers.zeros_init() if zero_init
@@ -113,7 +114,7 @@ class MLP(nnx.Module):
 
   def __init__(self, in_features: int, widths: Sequence[int], *,
                activation: str | Activation = "relu", activate_final: bool = False,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     if not widths:
       raise ValueError("MLP needs at least one width (the output width)")
     sizes = (int(in_features),) + tuple(int(w) for w in widths)
@@ -138,7 +139,7 @@ class ResBlock(nnx.Module):
   """
 
   def __init__(self, channels: int, *, kernel_size: int = 3,
-               activation: str | Activation = "relu", dtype=jnp.float32,
+               activation: str | Activation = "relu", dtype=None,
                rngs: nnx.Rngs):
     self.conv1 = conv(channels, channels, kernel_size, dtype=dtype, rngs=rngs)
     self.conv2 = conv(channels, channels, kernel_size, zero_init=True, dtype=dtype,
@@ -154,7 +155,7 @@ class Downsample(nnx.Module):
   """A stride-2 SAME convolution: ``[B, H, W, Ci] -> [B, ceil(H/2), ceil(W/2), Co]``."""
 
   def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     self.conv = conv(in_channels, out_channels, kernel_size, strides=2, dtype=dtype,
                      rngs=rngs)
 
@@ -176,7 +177,7 @@ class Upsample(nnx.Module):
   """
 
   def __init__(self, in_channels: int, out_channels: int, *, kernel_size: int = 3,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     self.conv = conv(in_channels, out_channels, kernel_size, dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
@@ -207,7 +208,7 @@ class ConvEncoder(nnx.Module):
 
   def __init__(self, input_shape: Sequence[int], channels: Sequence[int],
                out_features: int, *, activation: str | Activation = "relu",
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     h, w, c = input_shape
     ins = (channels[0],) + tuple(channels[:-1])
     self.stem = conv(c, channels[0], dtype=dtype, rngs=rngs)
@@ -237,7 +238,7 @@ class ConvDecoder(nnx.Module):
 
   def __init__(self, in_features: int, output_shape: Sequence[int],
                channels: Sequence[int], *, activation: str | Activation = "relu",
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     h, w, c = output_shape
     n = len(channels)
     self.output_shape = tuple(output_shape)
