@@ -77,7 +77,7 @@ class Checkpointer:
       step: which checkpoint; the newest when None.
     """
     self.wait()
-    step = self.latest_step() if step is None else step
+    step = self._manager.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     mismatch = _mismatch(self._manager.item_metadata(step).state, abstract_state)

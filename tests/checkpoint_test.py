@@ -1,5 +1,6 @@
 """Checkpointer: round trip, and restores that do not fit the saved state."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -39,7 +40,6 @@ def test_an_asynchronous_save_survives_the_state_being_donated(tmp_path):
   """`save` returns before the files are written; the training loop then donates
   the state's buffers to the next step. The checkpoint still holds the saved
   values, and reads wait for the write."""
-  import jax  # pylint: disable=g-import-not-at-top
   ckpt = ckpt_lib.Checkpointer(tmp_path / "ckpt")
   state = {"w": jnp.arange(200_000.0).reshape(400, 500), "b": jnp.full((7,), 3.0)}
   want = jax.tree.map(np.asarray, state)

@@ -43,8 +43,6 @@ def data_dir(tmp_path_factory):
   return tmp_path_factory.mktemp("genjax_data")
 
 
-
-
 def _uses_a_module_fixture(item) -> bool:
   info = getattr(item, "_fixtureinfo", None)
   return info is not None and any(

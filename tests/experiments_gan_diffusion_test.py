@@ -87,7 +87,7 @@ def test_resumed_run_with_a_moving_average_equals_uninterrupted_run(tmp_path, da
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, overrides, sample_flags", [
-    ("diffusion", ["--config.model.num_classes=10", "--config.sample_every=0"],
+    ("diffusion", ["--config.model.num_classes=10"],
      ["--sampler=ddim", "--steps=5"]),
 ])
 def test_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name, overrides,
