@@ -29,12 +29,16 @@ _OVERRIDE = re.compile(r"^--?(?:no)?config\.([^=]+)")
 
 
 def setup() -> None:
-  """Joins a multi-host run when asked to (``GENJAX_MULTIHOST=1``); turns on JAX's
-  persistent compilation cache in ``~/.cache/genjax/jax_cache`` (unless
-  ``JAX_COMPILATION_CACHE_DIR`` names another, or ``GENJAX_COMPILATION_CACHE=0``).
+  """Joins a multi-process run when asked to; turns on JAX's persistent compilation
+  cache in ``~/.cache/genjax/jax_cache`` (unless ``JAX_COMPILATION_CACHE_DIR``
+  names another, or ``GENJAX_COMPILATION_CACHE=0``).
 
-  On a TPU pod or a multi-node GPU cluster every host runs the same command;
-  ``jax.distributed.initialize()`` finds the coordinator from the environment.
+  On a TPU pod or a multi-node GPU cluster every host runs the same command with
+  ``GENJAX_MULTIHOST=1``: ``jax.distributed.initialize()`` finds the coordinator
+  from the cluster's environment. ``GENJAX_COORDINATOR`` (``host:port``),
+  ``GENJAX_NUM_PROCESSES`` and ``GENJAX_PROCESS_ID`` name them explicitly, as
+  ``python -m experiments.multiprocess`` does for processes on one machine (their
+  CPU collectives go through gloo).
   """
   import jax  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -47,7 +51,15 @@ def setup() -> None:
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
     jax.config.update("jax_compilation_cache_dir",
                       os.path.expanduser(os.path.join(cache, "genjax", "jax_cache")))
-  if os.environ.get("GENJAX_MULTIHOST", "0") == "1":
+  if os.environ.get("GENJAX_COORDINATOR"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # one process compiles each program and hands it to the others (through the
+    # persistent cache's keys): processes on one machine do not compile it N times
+    jax.config.update("jax_share_binary_between_hosts", True)
+    jax.distributed.initialize(coordinator_address=os.environ["GENJAX_COORDINATOR"],
+                               num_processes=int(os.environ["GENJAX_NUM_PROCESSES"]),
+                               process_id=int(os.environ["GENJAX_PROCESS_ID"]))
+  elif os.environ.get("GENJAX_MULTIHOST", "0") == "1":
     jax.distributed.initialize()
 
 

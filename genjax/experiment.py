@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from genjax import checkpoint as ckpt_lib
 from genjax import images as images_lib
@@ -55,32 +56,58 @@ class NonFiniteLossError(RuntimeError):
 
 
 def _log(msg: str) -> None:
-  print(msg, file=sys.stderr, flush=True)
+  """Progress on stderr, from process 0 only (every host runs the same program)."""
+  if jax.process_index() == 0:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _is_main() -> bool:
+  """Whether this process writes the work directory's files (process 0 of a run)."""
+  return jax.process_index() == 0
+
+
+def _to_host(x) -> np.ndarray:
+  """A global array's value on every host (gathered where it is split over hosts)."""
+  if getattr(x, "is_fully_addressable", True) or x.is_fully_replicated:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 # ------------------------------------------------------------ model functions
 
 
-def jit_model_fn(fn: Callable, static_argnames: Iterable[str] = ()) -> Callable:
+def jit_model_fn(fn: Callable, static_argnames: Iterable[str] = (),
+                 mesh: Mesh | None = None) -> Callable:
   """``jax.jit`` of ``fn(model, *args)`` taking ``(graphdef, state, *args)``.
 
   The model is passed as its split state so that the compiled function is pure;
   the graphdef is static (hashable), so one compilation serves every call with
-  the same shapes.
+  the same shapes. With a ``mesh``, the outputs are replicated on it, so that
+  every host can read them.
   """
   def wrapped(graphdef, state, *args, **kwargs):
     return fn(nnx.merge(graphdef, state), *args, **kwargs)
-  return jax.jit(wrapped, static_argnums=0, static_argnames=tuple(static_argnames))
+  out = {} if mesh is None else {"out_shardings": NamedSharding(mesh, P())}
+  return jax.jit(wrapped, static_argnums=0, static_argnames=tuple(static_argnames), **out)
 
 
 @functools.lru_cache(maxsize=32)
-def _eval_fns(family: types.ModuleType, ll_items: tuple) -> tuple[Callable, Callable | None]:
-  """Jitted log-likelihood and eval-metrics functions, made once per family."""
+def _eval_fn(family: types.ModuleType, ll_items: tuple, mesh: Mesh) -> Callable:
+  """One compiled function per family and mesh: per-example log-likelihoods and
+  ``eval_metrics`` of a batch split over the mesh, replicated on every device."""
   ll_kwargs = dict(ll_items)
-  ll_fn = (jit_model_fn(lambda m, b, k: family.log_likelihood(m, b, k, **ll_kwargs))
-           if has_likelihood(family) else None)
   extra = getattr(family, "eval_metrics", None)
-  return ll_fn, (jit_model_fn(extra) if extra is not None else None)
+
+  def per_example(model, batch, weight, key):
+    out = {"weight": weight}
+    if has_likelihood(family):
+      out["ll"] = family.log_likelihood(model, batch, key, **ll_kwargs)
+    if extra is not None:
+      out.update(extra(model, batch, jax.random.fold_in(key, 1)))
+    return out
+
+  return jit_model_fn(per_example, mesh=mesh)
 
 
 def has_likelihood(family: types.ModuleType) -> bool:
@@ -88,11 +115,48 @@ def has_likelihood(family: types.ModuleType) -> bool:
   return getattr(family, "LIKELIHOOD", "exact") is not None
 
 
+def _on_mesh(state, mesh: Mesh | None = None) -> tuple[Mesh, Any]:
+  """The mesh a model state is placed on, and the state: a state that is not on
+  a mesh yet is replicated on ``mesh`` (default: every device)."""
+  for x in jax.tree.leaves(state):
+    if isinstance(getattr(x, "sharding", None), NamedSharding):
+      return x.sharding.mesh, state
+  mesh = mesh or train_lib.make_mesh()
+  return mesh, train_lib.replicate(state, mesh)
+
+
+def _example_weights(batch: dict) -> tuple[dict, np.ndarray]:
+  """``(batch, weight)``: an image batch's ``mask`` (False on padding rows) as
+  per-example weights; token batches keep their token ``mask`` (padding windows
+  count no token) and weigh every row 1."""
+  batch = {k: np.asarray(v) for k, v in batch.items()}
+  rows = next(iter(batch.values())).shape[0]
+  if "image" in batch and "mask" in batch:
+    return batch, batch.pop("mask").astype(np.float32)
+  return batch, np.ones((rows,), np.float32)
+
+
+def _pad_rows(batch: dict, weight: np.ndarray, multiple: int) -> tuple[dict, np.ndarray]:
+  """Pads every entry to a multiple of ``multiple`` rows with zeros (weight 0)."""
+  pad = -weight.shape[0] % multiple
+  if not pad:
+    return batch, weight
+  grow = lambda x: np.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+  return {k: grow(v) for k, v in batch.items()}, grow(weight)
+
+
 def evaluate_model(family: types.ModuleType, model: nnx.Module,
                    batches: Iterable[dict], key: jax.Array, *,
                    ll_kwargs: dict | None = None, progress: bool = False,
                    num_batches: int | None = None) -> dict[str, Any]:
   """Mean log-likelihood and the family's ``eval_metrics`` over ``batches``.
+
+  Each batch is split over the devices of the mesh the model is placed on
+  (every device when it is on none) and its per-example numbers are gathered on
+  every host, which sums them in float64: with several hosts, each passes its own
+  rows of the global batches (`genjax.data.eval_batches`), all hosts run the
+  same number of equally shaped batches, and every host gets the global result.
+  Rows whose ``mask`` is False (padding) count nothing.
 
   Returns:
     For images: ``nll_nats`` (per example) and ``bits_per_dim`` (``nll / (D ln
@@ -104,25 +168,27 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
     tokenizers).
   """
   graphdef, state = nnx.split(model)
-  ll_fn, extra_fn = _eval_fns(family, tuple(sorted((ll_kwargs or {}).items())))
+  mesh, state = _on_mesh(state)
+  eval_fn = _eval_fn(family, tuple(sorted((ll_kwargs or {}).items())), mesh)
+  local_devices = mesh.devices.size // jax.process_count()
   sums: dict[str, float] = {}
   vectors: dict[str, np.ndarray] = {}
-  count = 0
+  count = 0.0
   start = time.time()
   for i, batch in enumerate(batches):
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
-    bkey = jax.random.fold_in(key, i)
-    if ll_fn is not None:
-      ll = np.asarray(ll_fn(graphdef, state, batch, bkey), np.float64)
-      sums["ll"] = sums.get("ll", 0.0) + float(ll.sum())
-    if extra_fn is not None:
-      for k, v in extra_fn(graphdef, state, batch, jax.random.fold_in(bkey, 1)).items():
-        v = np.asarray(v, np.float64)
-        if v.ndim > 1:  # per-example vectors (e.g. code counts): summed over examples
-          vectors[k] = vectors.get(k, 0.0) + v.sum(0)
-        else:
-          sums[k] = sums.get(k, 0.0) + float(v.sum())
-    count += next(iter(batch.values())).shape[0]
+    batch, weight = _pad_rows(*_example_weights(batch), local_devices)
+    placed = train_lib.shard_batch({**batch, "__weight": weight}, mesh)
+    weight = placed.pop("__weight")
+    out = {k: _to_host(v).astype(np.float64)
+           for k, v in eval_fn(graphdef, state, placed, weight, jax.random.fold_in(key, i)
+                               ).items()}
+    w = out.pop("weight")
+    for k, v in out.items():
+      if v.ndim > 1:  # per-example vectors (e.g. code counts): summed over examples
+        vectors[k] = vectors.get(k, 0.0) + (v * w.reshape((-1,) + (1,) * (v.ndim - 1))).sum(0)
+      else:
+        sums[k] = sums.get(k, 0.0) + float((v * w).sum())
+    count += float(w.sum())
     if progress:
       done = i + 1
       rate = count / max(time.time() - start, 1e-9)
@@ -132,7 +198,7 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
       if "ll" in sums:
         nll = (f"{-sums['ll'] / max(sums['num_tokens'], 1):.4f} nats/token | "
                if "num_tokens" in sums else f"nll {-sums['ll'] / count:.3f} nats | ")
-      _log(f"  eval batch {done}/{num_batches or '?'} | {count} examples | "
+      _log(f"  eval batch {done}/{num_batches or '?'} | {int(count)} examples | "
            f"{nll}{rate:.1f} ex/s | ETA {_fmt_time(eta)}")
   if count == 0:
     raise ValueError("evaluation saw no examples")
@@ -148,7 +214,7 @@ def evaluate_model(family: types.ModuleType, model: nnx.Module,
     out["nll_nats"] = -sums.pop("ll") / count
     out["bits_per_dim"] = out["nll_nats"] / (math.prod(model.input_shape) * math.log(2))
   out.update({k: v / count for k, v in sums.items()})
-  out["num_examples"] = count
+  out["num_examples"] = int(count)
   return out
 
 
@@ -188,8 +254,10 @@ def _binary(config) -> bool:
 
 
 def _eval_batches(data, config, split="test", batch_size=None):
-  # not config.seed: the evaluation set does not depend on the run's seed
-  return data.eval_batches(split, batch_size or config.eval_batch_size, EVAL_SEED)
+  """This host's rows of the global evaluation batches of ``batch_size`` (default
+  ``config.eval_batch_size``) examples, with `EVAL_SEED`, not the run's seed."""
+  global_size = batch_size or config.eval_batch_size
+  return data.eval_batches(split, -(-global_size // jax.process_count()), EVAL_SEED)
 
 
 @contextlib.contextmanager
@@ -227,7 +295,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   Args:
     config: an experiment config (``experiments/configs/<name>.py``).
     workdir: the run's directory (created if needed).
-    devices: devices of the data-parallel mesh (default: all).
+    devices: devices of the mesh (default: every device of every host).
 
   Returns:
     The last logged train metrics and the final evaluation.
@@ -245,7 +313,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     config = prepare_run(config, workdir)
   config = prepare_config(config)
 
-  mesh = train_lib.make_mesh(devices)
+  mesh = make_run_mesh(config, devices)
   ckpt = ckpt_lib.Checkpointer(workdir / "checkpoints", config.keep_checkpoints)
   try:
     if ckpt.latest_step() is not None:  # a resume: the run's own files rule
@@ -257,35 +325,59 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     ckpt.close()  # on every exit, errors included: else orbax's threads print at exit
 
 
+def _fsdp(config) -> int:
+  """``config.mesh.fsdp`` (1 for configs and saved runs without a ``mesh`` block)."""
+  mesh = config.get("mesh") or {}
+  return int(mesh.get("fsdp", 1) or 1)
+
+
+def make_run_mesh(config, devices=None) -> Mesh:
+  """The ``(data, fsdp)`` mesh of a run: every device (or ``devices``), with
+  ``config.mesh.fsdp`` devices per parameter shard."""
+  return train_lib.make_mesh(devices, fsdp=_fsdp(config))
+
+
+def _initializer(family, graphdef, mesh: Mesh, shardings) -> Callable:
+  """The family's data-dependent ``initialize`` as one compiled function of the
+  placed state and a global batch: statistics such as ActNorm's are those of the
+  global batch (the partitioner reduces across devices and hosts), so every host
+  gets the same values, equal to a single-process run's."""
+  def init(state, batch, key):
+    ts = nnx.merge(graphdef, state)
+    family.initialize(ts.model, batch, key)
+    return nnx.state(ts)
+  return jax.jit(init, donate_argnums=0, out_shardings=shardings,
+                 in_shardings=(shardings, train_lib.batch_sharding(mesh),
+                               NamedSharding(mesh, P())))
+
+
 def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
   """`train` with its config validated and its checkpointer open."""
   root = jax.random.key(config.seed)
   init_key, train_key, sample_key, eval_key = jax.random.split(root, 4)
   data_seed = config.seed
+  main = _is_main()
 
   create = _creator(family, config, init_key)
   data = run_data.for_config(config, workdir if ckpt.latest_step() is not None else None)
-  it = data.train_iterator(config.batch_size // jax.process_count(), data_seed)
+  host_batch = config.batch_size // jax.process_count()
+  it = data.train_iterator(host_batch, data_seed)
 
   latest = ckpt.latest_step()
   if latest is None:
-    ts = create()
-    init = getattr(family, "initialize", None)
-    if init is not None:  # data-dependent init, only on a fresh start
-      init_batch = next(data.train_iterator(config.batch_size // jax.process_count(),
-                                            data_seed))
-      init(ts.model, {k: jnp.asarray(v) for k, v in init_batch.items()},
-           jax.random.fold_in(init_key, 1))
-    graphdef, state = nnx.split(ts)
-    state = train_lib.replicate(state, mesh)
+    graphdef, state = nnx.split(create())
+    shardings = train_lib.state_shardings(state, mesh)
+    state = jax.device_put(state, shardings)
+    if getattr(family, "initialize", None) is not None:  # data-dependent, fresh starts only
+      init_batch = next(data.train_iterator(host_batch, data_seed))
+      state = _initializer(family, graphdef, mesh, shardings)(
+          state, train_lib.shard_batch(init_batch, mesh), jax.random.fold_in(init_key, 1))
     start = 0
     _log(f"genjax: new run of {config.model.name} on {config.data.name} in {workdir}")
   else:
-    abstract = nnx.eval_shape(create)
-    graphdef, abstract_state = nnx.split(abstract)
-    abstract_state = ckpt_lib.abstract_like(
-        abstract_state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    state, data_state, start = ckpt.restore(abstract_state)
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(create))
+    shardings = train_lib.state_shardings(abstract_state, mesh)
+    state, data_state, start = ckpt.restore(ckpt_lib.abstract_like(abstract_state, shardings))
     if data_state:
       it.set_state(data_state)
     _log(f"genjax: resuming {workdir} from checkpoint step {start}")
@@ -301,11 +393,13 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
   num_params = train_lib.count_params(ts_view.model)
   model_graphdef = nnx.graphdef(ts_view.model)
   del ts_view
+  fsdp = mesh.shape["fsdp"]
   _log(f"genjax: {num_params:,} parameters, {mesh.devices.size} device(s) "
-       f"({jax.devices()[0].platform}), global batch {config.batch_size}, "
-       f"steps {start} -> {config.total_steps}")
+       f"({jax.devices()[0].platform}) on {jax.process_count()} process(es)"
+       f"{f', parameters split over {fsdp}' if fsdp > 1 else ''}, global batch "
+       f"{config.batch_size}, steps {start} -> {config.total_steps}")
 
-  step_fn = train_lib.compile_train_step(family, graphdef, mesh)
+  step_fn = train_lib.compile_train_step(family, graphdef, mesh, shardings)
   writer = MetricWriter(workdir, resume_step=start)  # drops rows a kill left past start
   last: dict[str, Any] = {}
 
@@ -318,17 +412,19 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
       model = nnx.merge(model_graphdef, model_state(state))
       texts = sample_texts(family, model, data.tokenizer, key, num=config.num_samples,
                            max_new_tokens=config.get("sample_tokens", 256))
-      path = _write_texts(workdir / "samples" / f"step_{step:08d}.txt", texts)
+      path = workdir / "samples" / f"step_{step:08d}.txt"
+      if main:
+        _write_texts(path, texts)
       writer.write_text(step, "samples", texts)
       return path
     # family.sample compiles once per model structure and shapes, for every run of
     # this process (a fresh jit per run would trace the sampler again)
-    images = family.sample(nnx.merge(model_graphdef, model_state(state)), key,
-                           num=config.num_samples)
-    path = images_lib.save_grid(workdir / "samples" / f"step_{step:08d}.png",
-                                np.asarray(images), binary=_binary(config))
-    writer.write_images(step, "samples", images_lib.grid(np.asarray(images),
-                                                         binary=_binary(config)))
+    images = _to_host(family.sample(nnx.merge(model_graphdef, model_state(state)), key,
+                                    num=config.num_samples))
+    path = workdir / "samples" / f"step_{step:08d}.png"
+    if main:
+      images_lib.save_grid(path, images, binary=_binary(config))
+    writer.write_images(step, "samples", images_lib.grid(images, binary=_binary(config)))
     return path
 
   def run_eval(step, state):
@@ -343,26 +439,63 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
     return result
 
   def save(step, state):
-    ckpt.save(step, state, it.get_state())
+    ckpt.save(step, state, it.get_state())  # asynchronous: orbax writes in the background
 
-  # Device metrics are fetched in groups (a fetch per step would serialise the
-  # host and the device); every action below first checks each pending step.
-  pending: list[tuple[int, train_lib.Metrics]] = []
+  # Device metrics are fetched one logging interval late: at step s the host
+  # fetches the steps up to the previous log step, which the device has long
+  # finished, and never waits for the step it has just queued. Before an
+  # evaluation, a sample grid, a checkpoint or a stop every step is fetched and
+  # checked (those wait for the state anyway). A row's step rate is its steps over
+  # the time from the previous row's end to its own end, less the evaluation,
+  # sampling and checkpoint time in between; a step ends when its metrics are
+  # ready: when the host waited for them, the end of the wait, else (the device
+  # was ahead of the host) the time the host queued the step.
+  pending: list[tuple[int, train_lib.Metrics, float]] = []
+  due: list[int] = []  # log steps whose rows wait for their metrics
   window: dict[str, float] = {}
   window_n = 0
-  t_window = t_start = time.time()
-  step = window_step = start
+  mark = {"step": start, "time": time.time(), "work": 0.0}
+  t_start = time.time()
+  step = start
   stopped_by = None
   last_eval, last_eval_step = None, None
 
-  def account():
-    nonlocal window_n
-    for s, host in zip([p[0] for p in pending], jax.device_get([p[1] for p in pending])):
-      _check_finite((s, host), ckpt, workdir)
-      for k, v in host.items():
-        window[k] = window.get(k, 0.0) + float(v)
-      window_n += 1
-    pending.clear()
+  def fetch(upto: int) -> None:
+    """Fetches and checks every pending step <= ``upto``; writes the rows due."""
+    nonlocal window, window_n, last
+    for end in [s for s in due if s <= upto] + [upto]:
+      ready = [p for p in pending if p[0] <= end]
+      del pending[:len(ready)]
+      queued = (ready[-1][2] if ready and all(
+          x.is_ready() for x in jax.tree.leaves(ready[-1][1])) else None)
+      for (s, _, _), host in zip(ready, jax.device_get([p[1] for p in ready])):
+        _check_finite((s, host), ckpt, workdir)
+        for k, v in host.items():
+          window[k] = window.get(k, 0.0) + float(v)
+        window_n += 1
+      if due and due[0] == end:
+        due.pop(0)
+        last = log_row(end, queued or time.time())
+        window, window_n = {}, 0
+
+  def log_row(end: int, ended: float) -> dict[str, Any]:
+    now = time.time()
+    rate = max(end - mark["step"], 1) / max(ended - mark["time"] - mark["work"], 1e-9)
+    mark.update(step=end, time=ended, work=0.0)
+    row = {k: v / max(window_n, 1) for k, v in window.items() if k != "finite"}
+    row.update(steps_per_sec=rate, examples_per_sec=rate * config.batch_size,
+               wall_seconds=now - t_start)
+    throughput = f"{rate * config.batch_size:.0f} ex/s"
+    if data.kind == "text":
+      row["tokens_per_sec"] = rate * config.batch_size * data.block_size
+      throughput = f"{row['tokens_per_sec']:.0f} tok/s | {1e3 / rate:.1f} ms/step"
+    writer.write(end, row)
+    losses = "".join(f"{k} {v:.4f} | " for k, v in row.items()
+                     if k == "loss" or k.endswith("_loss"))
+    _log(f"step {end}/{config.total_steps} | {losses}{rate:.1f} steps/s | {throughput} | "
+         f"elapsed {_fmt_time(now - t_start)} | "
+         f"ETA {_fmt_time((config.total_steps - end) / rate)}")
+    return row
 
   try:
     with _stop_signals() as stop:
@@ -370,42 +503,28 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
         batch = train_lib.shard_batch(next(it), mesh)
         state, metrics = step_fn(state, batch, train_key)
         step += 1
+        pending.append((step, metrics, time.time()))
         if step == start + 1:  # keep compilation out of the step rate
           jax.block_until_ready(metrics)
-          t_window, window_step = time.time(), step
           # the run has started (state, data, mesh and the compiled step all
           # work): only now do the config and tokenizer claim the work directory
           save_config(config, workdir)
           data.save(workdir)
-        pending.append((step, metrics))
-        if len(pending) >= _FETCH_EVERY:
-          account()
+          fetch(step)
+          mark.update(step=step, time=time.time())
         is_log = step % config.log_every == 0 or step == config.total_steps
         is_eval = bool(config.eval_every) and step % config.eval_every == 0
         is_sample = bool(config.sample_every) and step % config.sample_every == 0
         is_ckpt = step % config.checkpoint_every == 0
-        if not (is_log or is_eval or is_sample or is_ckpt or stop["signal"]):
-          continue
-        account()  # every action below sees checked, finite steps
         if is_log:
-          now = time.time()
-          rate = max(step - window_step, 1) / max(now - t_window, 1e-9)
-          row = {k: v / window_n for k, v in window.items() if k != "finite"}
-          row.update(steps_per_sec=rate, examples_per_sec=rate * config.batch_size,
-                     wall_seconds=now - t_start)
-          throughput = f"{rate * config.batch_size:.0f} ex/s"
-          if data.kind == "text":
-            row["tokens_per_sec"] = rate * config.batch_size * data.block_size
-            throughput = f"{row['tokens_per_sec']:.0f} tok/s | {1e3 / rate:.1f} ms/step"
-          writer.write(step, row)
-          losses = "".join(f"{k} {v:.4f} | " for k, v in row.items()
-                           if k == "loss" or k.endswith("_loss"))
-          _log(f"step {step}/{config.total_steps} | {losses}"
-               f"{rate:.1f} steps/s | {throughput} | "
-               f"elapsed {_fmt_time(now - t_start)} | "
-               f"ETA {_fmt_time((config.total_steps - step) / rate)}")
-          last = row
-          window, window_n, t_window, window_step = {}, 0, time.time(), step
+          if due:
+            fetch(due[-1])  # the previous interval's row: one interval late
+          due.append(step)
+        elif len(pending) >= 2 * _FETCH_EVERY:
+          fetch(pending[_FETCH_EVERY - 1][0])  # bounded, lagged checks of long windows
+        if not (is_eval or is_sample or is_ckpt or stop["signal"]):
+          continue
+        fetch(step)  # every action below sees checked, finite steps
         t_work = time.time()
         if is_eval:
           last_eval, last_eval_step = run_eval(step, state), step
@@ -413,11 +532,11 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
           write_samples(step, state)
         if is_ckpt:
           save(step, state)
-        t_window += time.time() - t_work  # the step rate counts train steps only
+        mark["work"] += time.time() - t_work  # the step rate counts train steps only
         if stop["signal"]:
           stopped_by = stop["signal"]
           break
-      account()
+      fetch(step)
     if ckpt.latest_step() != step:
       save(step, state)
     if stopped_by:
@@ -458,8 +577,8 @@ def _check_finite(prev, ckpt, workdir: pathlib.Path) -> None:
     where = (f"the newest good checkpoint is step {good} in {ckpt.path(good)}"
              if good is not None else "no checkpoint was written yet")
     raise NonFiniteLossError(
-        f"non-finite loss or metric at step {step} ({bad}); training stopped and the "
-        f"update was not applied; {where}. {_nan_fix(workdir)}")
+        f"non-finite loss or metric at step {step} ({bad}); training stopped and "
+        f"nothing from this step on was saved; {where}. {_nan_fix(workdir)}")
 
 
 def _nan_fix(workdir: pathlib.Path) -> str:
@@ -489,13 +608,14 @@ def compile_setup(config, devices=None) -> types.SimpleNamespace:
   """
   config = prepare_config(config)
   family = models.get(config.model.name)
-  mesh = train_lib.make_mesh(devices)
+  mesh = make_run_mesh(config, devices)
   ts = _creator(family, config, jax.random.key(config.seed))()
   num_params = train_lib.count_params(ts.model)
   graphdef, state = nnx.split(ts)
+  shardings = train_lib.state_shardings(state, mesh)
   return types.SimpleNamespace(
-      step=train_lib.compile_train_step(family, graphdef, mesh),
-      state=train_lib.replicate(state, mesh),
+      step=train_lib.compile_train_step(family, graphdef, mesh, shardings),
+      state=jax.device_put(state, shardings),
       batch=train_lib.shard_batch(synthetic_batch(config), mesh),
       key=jax.random.key(config.seed), num_params=num_params,
       num_devices=mesh.devices.size, device_kind=mesh.devices.flat[0].device_kind,
@@ -505,8 +625,13 @@ def compile_setup(config, devices=None) -> types.SimpleNamespace:
 # ------------------------------------------------------- restore / evaluate / sample
 
 
-def restore_model(workdir: str | pathlib.Path, step: int | None = None):
+def restore_model(workdir: str | pathlib.Path, step: int | None = None, devices=None):
   """The model of the newest (or given) checkpoint in ``workdir``.
+
+  The model is placed on the run's mesh (`make_run_mesh`: every device of every
+  host, or ``devices``), replicated or split over ``fsdp`` as
+  ``config.mesh.fsdp`` says, whatever mesh the checkpoint was written from: every
+  host can use it.
 
   Returns:
     ``(family, model, config, step)``.
@@ -521,11 +646,9 @@ def restore_model(workdir: str | pathlib.Path, step: int | None = None):
       raise FileNotFoundError(
           f"no checkpoint in {workdir / 'checkpoints'}; train first with "
           f"python -m experiments.main --workdir={workdir} --config=...")
-    abstract = nnx.eval_shape(_creator(family, config, key))
-    graphdef, abstract_state = nnx.split(abstract)
-    abstract_state = ckpt_lib.abstract_like(
-        abstract_state, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
-    state, _, step = ckpt.restore(abstract_state, step)
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(_creator(family, config, key)))
+    shardings = train_lib.state_shardings(abstract_state, make_run_mesh(config, devices))
+    state, _, step = ckpt.restore(ckpt_lib.abstract_like(abstract_state, shardings), step)
   finally:
     ckpt.close()
   return family, nnx.merge(graphdef, state).model, config, step
@@ -578,6 +701,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   batches = _eval_batches(data, config, split, batch_size)
   if data.kind == "image":
     batches = list(batches)  # read once, used twice
+    num_batches = len(batches)
   result = evaluate_model(family, model, batches,
                           jax.random.key(seed), ll_kwargs=ll_kwargs, progress=True,
                           num_batches=num_batches)
@@ -593,15 +717,14 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   if data.kind == "text":
     out.update(tokenizer=data.tokenizer.kind, vocab_size=data.tokenizer.vocab_size,
                sample_metrics="not computed: text data")
-    (workdir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
-    return out
+    return _write_eval(workdir, out)
   out["view"] = config.data.view
   shape = tuple(config.model.input_shape)
   if sample_metrics is None:
     sample_metrics = feature_network is not None or metrics.has_feature_network(shape)
   if sample_metrics:
     _log(f"genjax: FID, KID, precision and recall of {num_metric_samples} samples")
-    real = np.concatenate([b["image"] for b in batches])
+    real = np.concatenate([b["image"][b["mask"]] for b in batches])
     out.update(metrics.models.evaluate_samples(
         family, model, real, num=num_metric_samples,
         key=jax.random.fold_in(jax.random.key(seed), 1),
@@ -616,9 +739,15 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
         else "not computed (sample_metrics=False)")
   if config.data.view == "binarized":
     out["binarization"] = (f"dynamic (fresh Bernoulli draw per example per epoch) in "
-                           f"training; fixed-seed draw (seed {config.seed}) of the "
-                           f"{split} split for evaluation")
-  (workdir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
+                           f"training; fixed draw (evaluation seed {EVAL_SEED}, the same "
+                           f"for every run) of the {split} split for evaluation")
+  return _write_eval(workdir, out)
+
+
+def _write_eval(workdir: pathlib.Path, out: dict[str, Any]) -> dict[str, Any]:
+  """Writes ``eval.json`` (on process 0 only) and returns ``out``."""
+  if _is_main():
+    (workdir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
   return out
 
 
@@ -642,19 +771,20 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
   out_path = pathlib.Path(out) if out else workdir / "samples" / f"sample_{step:08d}.png"
   check_writable(out_path, "--out" if out else "the sample grid", directory=False)
   key = jax.random.key(seed)
-  images = family.sample(model, key, num=num, **sample_kwargs)  # compiled once per statics
-  paths = [images_lib.save_grid(out_path, np.asarray(images), binary=_binary(config))]
+  images = _to_host(family.sample(model, key, num=num, **sample_kwargs))  # compiled once
+  save = lambda path, imgs, **kw: (images_lib.save_grid(path, imgs, binary=_binary(config), **kw)
+                                   if _is_main() else path)
+  paths = [save(out_path, images)]
   vis = getattr(family, "visualizations", None)
   if extras and vis is not None:
     data = run_data.for_config(config, workdir)
-    batch = next(iter(_eval_batches(data, config, "test", 16)))
-    batch = {k: jnp.asarray(v) for k, v in batch.items()}
+    # the split's first 16 examples on every host (one batch, not this host's rows)
+    batch = data.eval_batches("test", 16, EVAL_SEED, shard_index=0, shard_count=1)[0]
+    batch = {k: jnp.asarray(v) for k, v in batch.items() if k != "mask"}
     for name, imgs in vis(model, jax.random.fold_in(key, 1), batch).items():
-      imgs = np.asarray(imgs)
+      imgs = _to_host(imgs)
       cols = int(round(math.sqrt(imgs.shape[0])))
-      paths.append(images_lib.save_grid(
-          out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols,
-          binary=_binary(config)))
+      paths.append(save(out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols))
   return paths
 
 
@@ -689,7 +819,7 @@ def sample_texts(family, model, tokenizer, key: jax.Array, *, num: int, prompt: 
     head, ids = tokenizer.decode(ids[:-model.block_size]), ids[-model.block_size:]
   tokens = family.sample(model, key, num, prompt=jnp.asarray(ids),
                          max_new_tokens=int(max_new_tokens), **sample_kwargs)
-  return [head + tokenizer.decode(row) for row in np.asarray(tokens)]
+  return [head + tokenizer.decode(row) for row in _to_host(tokens)]
 
 
 def _write_texts(path: pathlib.Path, texts: list[str]) -> pathlib.Path:
@@ -726,7 +856,7 @@ def sample_text(workdir: str | pathlib.Path, *, num: int = 4, out: str | None = 
   tokenizer = run_data.load_tokenizer(workdir)
   texts = sample_texts(family, model, tokenizer, jax.random.key(seed), num=num,
                        prompt=prompt, max_new_tokens=max_new_tokens, **sample_kwargs)
-  return texts, _write_texts(path, texts)
+  return texts, _write_texts(path, texts) if _is_main() else path
 
 
 def sample_captions(workdir: str | pathlib.Path, caption: str, *, num: int = 16,
@@ -734,7 +864,7 @@ def sample_captions(workdir: str | pathlib.Path, caption: str, *, num: int = 16,
                     **sample_kwargs) -> pathlib.Path:
   """A grid of ``num`` strips that a text-to-image run (DALL-E) draws for ``caption``,
   each the best of ``candidates`` by the run's CLIP-style scorer; written as a PNG
-  (default ``WORKDIR/samples/caption_<step>.png``)."""
+  (default ``WORKDIR/samples/caption_<step>.png``) by process 0."""
   check_num(num)
   workdir = pathlib.Path(workdir)
   family, model, config, step = restore_model(workdir)
@@ -746,5 +876,7 @@ def sample_captions(workdir: str | pathlib.Path, caption: str, *, num: int = 16,
   check_writable(path, "--out" if out else "the sample grid", directory=False)
   images, _ = family.generate(model, jax.random.key(seed), [caption] * num,
                               candidates=candidates, **sample_kwargs)
-  return images_lib.save_grid(path, np.asarray(images), binary=False,
+  if not _is_main():
+    return path
+  return images_lib.save_grid(path, _to_host(images), binary=False,
                               cols=max(1, int(round(math.sqrt(num)))))

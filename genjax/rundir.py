@@ -69,7 +69,9 @@ def prepare_config(config: ml_collections.ConfigDict,
 
 
 def save_config(config, workdir: pathlib.Path) -> None:
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  """Writes ``workdir/config.json`` (on process 0 only)."""
+  if jax.process_index() == 0:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
 
 def load_config(workdir: str | pathlib.Path) -> ml_collections.ConfigDict:
@@ -228,6 +230,9 @@ def _drop_rows_after(path: pathlib.Path, step: int) -> None:
 class MetricWriter:
   """Writes metric rows to ``metrics.jsonl`` and TensorBoard.
 
+  Only process 0 of a run writes (elsewhere every method does nothing), so that a
+  run on several hosts leaves one copy of each file.
+
   Args:
     workdir: the run directory.
     resume_step: the step the run starts from; rows past it (logged after the
@@ -235,6 +240,9 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: pathlib.Path, resume_step: int | None = None):
+    self._file = self._tb = None
+    if jax.process_index() != 0:
+      return
     if resume_step is not None:
       _drop_rows_after(workdir / "metrics.jsonl", resume_step)
     self._file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
@@ -245,6 +253,8 @@ class MetricWriter:
       self._tb = None
 
   def write(self, step: int, row: dict[str, Any]) -> None:
+    if self._file is None:
+      return
     row = {"step": int(step), **{k: _py(v) for k, v in row.items()}}
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
@@ -263,7 +273,8 @@ class MetricWriter:
                                           for t in texts), step)
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
     if self._tb is not None:
       self._tb.close()
 

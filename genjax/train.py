@@ -4,9 +4,10 @@ The training state is an NNX module (`TrainState`) that holds the model, its
 optimizer(s) and a step counter. It is split into ``(graphdef, state)`` once; the
 train step is a pure function ``(state, batch, key) -> (state, metrics)`` that
 merges inside a plain ``jax.jit`` with the state donated (the functional training
-loop of the Flax performance guide). Data parallelism is a ``Mesh`` with one
-``data`` axis: the batch is sharded on it, the state is replicated, and XLA's
-partitioner inserts the gradient all-reduce.
+loop of the Flax performance guide). Parallelism is a ``Mesh`` with ``data`` and
+``fsdp`` axes: the batch is split over both, the parameters and optimizer state
+are replicated, or split over ``fsdp`` by one rule (`fsdp_spec`), and XLA's
+partitioner inserts the gradient all-reduce and the parameter all-gathers.
 
 A family customises training through optional hooks (see ``genjax.models``):
 ``make_optimizer`` (several players, e.g. a GAN's generator and discriminator) and
@@ -16,6 +17,7 @@ sharding, the non-finite guard, metrics, checkpoints) is shared.
 
 from __future__ import annotations
 
+import math
 import types
 from typing import Any, Callable
 
@@ -243,11 +245,12 @@ def make_train_step(family: types.ModuleType, graphdef: nnx.GraphDef
   ``key`` is the run's training key; the step uses ``fold_in(key, step)``, so a
   resumed run draws exactly the randomness it would have drawn. Each optimizer
   step skips itself when its loss or gradients are not finite (`gradient_step`),
-  and the step counter advances only when every metric is finite: a non-finite
-  step of a single-optimizer family leaves the state as it was
-  (``metrics["finite"]`` is 0 and the host stops). No copy of the old state is
-  kept, so the donated state is updated in place. Compile it with
-  `compile_train_step`.
+  and the step counter advances only when every metric is finite: a step whose
+  loss or gradients are not finite leaves the state of a single-optimizer family
+  as it was. ``metrics["finite"]`` is 0 when any metric is not finite (also when
+  the update itself overflowed, e.g. ``param_norm``), and the host then stops
+  without saving. No copy of the old state is kept, so the donated state is
+  updated in place. Compile it with `compile_train_step`.
   """
   update = getattr(family, "update", None)
 
@@ -267,39 +270,107 @@ def make_train_step(family: types.ModuleType, graphdef: nnx.GraphDef
   return step
 
 
-def compile_train_step(family, graphdef, mesh: Mesh | None = None):
+def compile_train_step(family, graphdef, mesh: Mesh | None = None, state_sharding=None):
   """``jax.jit`` of `make_train_step` with the state donated.
 
-  With a mesh, the state is replicated and the batch sharded on ``data``.
+  With a mesh, the batch is split over every device (`batch_sharding`) and the
+  state is placed as ``state_sharding`` says (a pytree of shardings, or one for
+  every leaf; default replicated, see `state_shardings` for sharded parameters).
   """
   step = make_train_step(family, graphdef)
   if mesh is None:
     return jax.jit(step, donate_argnums=0)
   replicated = NamedSharding(mesh, P())
+  state_sharding = replicated if state_sharding is None else state_sharding
   return jax.jit(step, donate_argnums=0,
-                 in_shardings=(replicated, batch_sharding(mesh), replicated),
-                 out_shardings=(replicated, replicated))
+                 in_shardings=(state_sharding, batch_sharding(mesh), replicated),
+                 out_shardings=(state_sharding, replicated))
 
 
 # --------------------------------------------------------------------------- mesh
 
+BATCH_AXES = ("data", "fsdp")  # a batch is split over every device of the mesh
+# Attributes holding layers stacked by nnx.vmap (a leading axis scanned over): the
+# stacked axis is never sharded, so a scan step reads its layer without a gather.
+STACKED = ("blocks", "steps")
+FSDP_MIN_SIZE = 2 ** 12  # smaller leaves stay replicated
 
-def make_mesh(devices=None) -> Mesh:
-  """A 1-D data-parallel mesh (axis ``data``) over ``devices`` (default: all)."""
+
+def make_mesh(devices=None, fsdp: int = 1) -> Mesh:
+  """A ``(data, fsdp)`` mesh over ``devices`` (default: every device of every host).
+
+  Batches are split over both axes; parameters and optimizer state are split over
+  ``fsdp`` (`state_shardings`), replicated over ``data``. ``fsdp=1`` is plain data
+  parallelism.
+
+  Raises:
+    ValueError: ``fsdp`` does not divide the number of devices.
+  """
   devices = jax.devices() if devices is None else list(devices)
-  return Mesh(np.asarray(devices), ("data",),
-              axis_types=(jax.sharding.AxisType.Auto,))
+  fsdp = int(fsdp)
+  if fsdp < 1 or len(devices) % fsdp:
+    sizes = [d for d in range(1, len(devices) + 1) if len(devices) % d == 0]
+    raise ValueError(f"config.mesh.fsdp={fsdp} must divide the {len(devices)} devices; "
+                     f"set it to one of {', '.join(map(str, sizes))}")
+  return Mesh(np.asarray(devices).reshape(-1, fsdp), ("data", "fsdp"),
+              axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-  return NamedSharding(mesh, P("data"))
+  """Leading axis split over every device of ``mesh``."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def fsdp_spec(path: tuple[str, ...], shape: tuple[int, ...], fsdp: int) -> P:
+  """The sharding rule of every parameter and optimizer-state leaf, in one place.
+
+  A leaf of at least `FSDP_MIN_SIZE` elements is split over the ``fsdp`` mesh axis
+  along its largest axis that ``fsdp`` divides, the stacked layer axis of `STACKED`
+  modules excepted; everything else is replicated. Adam's moments have their
+  parameter's shape, so they follow it.
+
+  Args:
+    path: the leaf's names in the train state (e.g. ``("model", "stack", "blocks",
+      "mlp_in", "kernel", "value")``).
+    shape: its shape.
+    fsdp: the size of the ``fsdp`` mesh axis.
+
+  Returns:
+    A ``PartitionSpec`` (``P()`` when replicated).
+  """
+  if fsdp == 1 or math.prod(shape) < FSDP_MIN_SIZE:
+    return P()
+  first = 1 if any(name in STACKED for name in path) else 0
+  axes = [i for i in range(first, len(shape)) if shape[i] % fsdp == 0]
+  if not axes:
+    return P()
+  axis = max(axes, key=lambda i: (shape[i], -i))
+  return P(*([None] * axis + ["fsdp"]))
+
+
+def state_shardings(state, mesh: Mesh):
+  """A ``NamedSharding`` for every leaf of ``state`` (arrays or shape structs), by
+  `fsdp_spec`: replicated when the mesh's ``fsdp`` axis has size 1."""
+  fsdp = mesh.shape.get("fsdp", 1)
+  def spec(path, leaf):
+    names = tuple(path_name(k) for k in path)
+    return NamedSharding(mesh, fsdp_spec(names, tuple(leaf.shape), fsdp))
+  return jax.tree_util.tree_map_with_path(spec, state)
+
+
+def path_name(key) -> str:
+  """A pytree path entry as a name: dict key, attribute or sequence index alike."""
+  for field in ("key", "name", "idx"):
+    if hasattr(key, field):
+      return str(getattr(key, field))
+  return str(key)
 
 
 def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
-  """Places this host's batch on the mesh, sharded on ``data``.
+  """Places this host's batch on the mesh, split over every device.
 
-  Each host passes its own slice of the global batch (multi-host runs read
-  disjoint shards of the data); the result is one global array per entry.
+  Each host passes its own rows of the global batch (the data pipelines give
+  each host disjoint rows); the result is one global array per entry.
   """
   sharding = batch_sharding(mesh)
   n = mesh.devices.size
@@ -316,8 +387,15 @@ def shard_batch(batch: Batch, mesh: Mesh) -> Batch:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places every leaf of ``tree`` on all devices of ``mesh``."""
+  """Places every leaf of ``tree`` on all devices of ``mesh`` (every host must pass
+  the same values)."""
   return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def place_state(state, mesh: Mesh):
+  """Places a train state on ``mesh`` as `state_shardings` says (every host must
+  pass the same values)."""
+  return jax.device_put(state, state_shardings(state, mesh))
 
 
 @jax.jit

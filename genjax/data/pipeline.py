@@ -329,23 +329,28 @@ def _permutation(n: int, key: int) -> np.ndarray:
 
 
 class _TrainBatches:
-  """Infinite random-access sequence of shuffled batches of one shard.
+  """Infinite random-access sequence of one host's rows of shuffled global batches.
 
-  Batch ``i`` holds the examples at stream positions ``i * B`` to
-  ``i * B + B - 1``; position ``p`` is example ``perm_e[p % n]`` of the shard
-  in epoch ``e = p // n``, with a fresh permutation per epoch. Batches run
-  across epoch boundaries and everything is a function of ``i``, so grain's
-  iterator state (the next index) restores the stream exactly. Gathering whole
-  batches with numpy is ~8x faster than grain's per-example
-  ``shuffle().repeat().batch()`` (470k vs 56k binarized MNIST examples/s).
+  Global batch ``i`` holds the examples at stream positions ``i * G`` to
+  ``i * G + G - 1`` (``G = batch_size * shard_count``), and this host takes its
+  rows ``shard_index * batch_size`` to ``(shard_index + 1) * batch_size - 1``.
+  Position ``p`` is example ``perm_e[p % n]`` of the split in epoch
+  ``e = p // n``, with a fresh permutation per epoch. Batches run across epoch
+  boundaries and everything is a function of ``i``, so grain's iterator state
+  (the next index) restores the stream exactly, and the global batches do not
+  depend on the number of hosts. Gathering whole batches with numpy is ~8x faster
+  than grain's per-example ``shuffle().repeat().batch()`` (470k vs 56k binarized
+  MNIST examples/s).
   """
 
-  def __init__(self, arrays: Batch, indices: np.ndarray, batch_size: int,
-               key: int):
+  def __init__(self, arrays: Batch, batch_size: int, key: int, shard_index: int,
+               shard_count: int):
     self._image = arrays["image"]
     self._label = arrays["label"]
-    self._indices = indices
+    self._n = len(self._label)
     self._batch_size = batch_size
+    self._offset = shard_index * batch_size
+    self._global_batch_size = batch_size * shard_count
     self._key = key
     self._perms: dict[int, np.ndarray] = {}
     self._lock = threading.Lock()
@@ -364,19 +369,20 @@ class _TrainBatches:
     with self._lock:
       order = self._perms.get(epoch)
     if order is None:
-      perm = _permutation(len(self._indices), _key32(self._key, epoch))
-      order = self._indices[perm]
+      order = _permutation(self._n, _key32(self._key, epoch))
       with self._lock:
         while len(self._perms) >= 4:  # Threads touch at most two epochs.
           del self._perms[min(self._perms)]
         self._perms[epoch] = order
     return order
 
+  def positions(self, i: int) -> np.ndarray:
+    """The stream positions of this host's rows of global batch ``i``."""
+    return (i * self._global_batch_size + self._offset
+            + np.arange(self._batch_size, dtype=np.int64))
+
   def __getitem__(self, i: int) -> Batch:
-    n = len(self._indices)
-    b = self._batch_size
-    positions = i * b + np.arange(b, dtype=np.int64)
-    epochs, offsets = np.divmod(positions, n)
+    epochs, offsets = np.divmod(self.positions(i), self._n)
     if epochs[0] == epochs[-1]:
       idx = self._epoch_order(int(epochs[0]))[offsets]
     else:
@@ -387,40 +393,52 @@ class _TrainBatches:
     return {"image": self._image[idx], "label": self._label[idx]}
 
   def __repr__(self) -> str:
-    return (f"_TrainBatches(n={len(self._indices)}, "
-            f"batch_size={self._batch_size})")
+    return (f"_TrainBatches(n={self._n}, batch_size={self._batch_size}, "
+            f"global_batch_size={self._global_batch_size})")
 
 
 class _OrderedBatches:
-  """Finite random-access sequence of consecutive batches of one shard."""
+  """Finite random-access sequence of one host's rows of consecutive global batches.
 
-  def __init__(self, arrays: Batch, indices: np.ndarray, batch_size: int):
+  Global batch ``j`` holds examples ``j * G`` to ``j * G + G - 1`` of the split
+  (``G = batch_size * shard_count``), the last one padded; this host takes rows
+  ``shard_index * batch_size`` to ``(shard_index + 1) * batch_size - 1``, ``mask``
+  marking the real examples. Every host gets the same number of batches of the
+  same shape.
+  """
+
+  def __init__(self, arrays: Batch, batch_size: int, shard_index: int,
+               shard_count: int):
     self._image = arrays["image"]
     self._label = arrays["label"]
-    self._indices = indices
+    self._n = len(self._label)
     self._batch_size = batch_size
+    self._offset = shard_index * batch_size
+    self._global_batch_size = batch_size * shard_count
 
   def __len__(self) -> int:
-    return -(-len(self._indices) // self._batch_size)
+    return -(-self._n // self._global_batch_size)
 
   def __getitem__(self, j: int) -> Batch:
-    idx = self._indices[j * self._batch_size:(j + 1) * self._batch_size]
-    return {"image": self._image[idx], "label": self._label[idx], "index": idx}
+    idx = (j * self._global_batch_size + self._offset
+           + np.arange(self._batch_size, dtype=np.int64))
+    mask = idx < self._n
+    idx = np.where(mask, idx, 0)
+    return {"image": self._image[idx], "label": self._label[idx], "index": idx,
+            "mask": mask}
 
   def __repr__(self) -> str:
-    return (f"_OrderedBatches(n={len(self._indices)}, "
-            f"batch_size={self._batch_size})")
+    return (f"_OrderedBatches(n={self._n}, batch_size={self._batch_size}, "
+            f"global_batch_size={self._global_batch_size})")
 
 
-def _train_view(index: int, batch: Batch, *, view: str, key: int) -> Batch:
+def _train_view(index: int, batch: Batch, *, view: str, key: int, positions) -> Batch:
   """The view of train batch ``index`` of the infinite stream."""
   image = batch["image"]
   if view == "binarized":
     # Stream positions are unique, so each example gets a fresh draw in each
     # epoch; they are fixed given the seed, so a resumed run sees the same.
-    size = len(image)
-    ids = index * size + np.arange(size, dtype=np.uint64)
-    image = _binarize(image, key, ids)
+    image = _binarize(image, key, positions(index).astype(np.uint64))
   return {"image": image, "label": batch["label"]}
 
 
@@ -428,12 +446,11 @@ def _eval_view(batch: Batch, *, view: str, key: int) -> Batch:
   image = batch["image"]
   if view == "binarized":  # Static: a function of the example's split index.
     image = _binarize(image, key, batch["index"])
-  return {"image": image, "label": batch["label"]}
+  return {"image": image, "label": batch["label"], "mask": batch["mask"]}
 
 
-def _shard(name: str, split: str, n: int, shard_index: int | None,
-           shard_count: int | None) -> np.ndarray:
-  """This host's example indices: ``shard_index::shard_count``."""
+def _shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
+  """``(shard_index, shard_count)``, defaulting to this JAX process and their count."""
   if shard_index is None:
     shard_index = jax.process_index()
   if shard_count is None:
@@ -442,11 +459,7 @@ def _shard(name: str, split: str, n: int, shard_index: int | None,
     raise ValueError(
         f"Need 0 <= shard_index < shard_count, got {shard_index=}, "
         f"{shard_count=}.")
-  indices = np.arange(shard_index, n, shard_count, dtype=np.int64)
-  if not len(indices):
-    raise ValueError(f"Shard {shard_index} of {shard_count} of {name}/{split} "
-                     f"({n} examples) is empty.")
-  return indices
+  return shard_index, shard_count
 
 
 def _check_batch_size(batch_size: int) -> None:
@@ -464,12 +477,15 @@ def train_iterator(name: str, *, batch_size: int, view: str, seed: int,
                    prefetch: int = 4) -> grain.DatasetIterator:
   """An infinite, checkpointable iterator of shuffled training batches.
 
-  The split is read once through the TFDS data source (``load_arrays``), this
-  host keeps examples ``shard_index::shard_count``, and grain serves batches
-  from ``MapDataset.source`` over an in-memory batch source: a seeded shuffle
-  redrawn every epoch, repeated forever, ``batch_size`` examples per batch
-  (batches run across epoch boundaries, none is partial), then the view as a
-  ``map_with_index``.
+  The split is read once through the TFDS data source (``load_arrays``) and
+  grain serves batches from ``MapDataset.source`` over an in-memory batch
+  source: a seeded shuffle of the whole split redrawn every epoch, repeated
+  forever, in global batches of ``batch_size * shard_count`` examples (batches
+  run across epoch boundaries, none is partial), of which this host takes rows
+  ``shard_index * batch_size`` to ``(shard_index + 1) * batch_size - 1``; then
+  the view as a ``map_with_index``. The hosts' rows are disjoint, together they
+  cover every epoch, and the global batches are the same on any number of hosts:
+  a run on two hosts sees the data of the same run on one.
 
   Args:
     name: one of ``DATASETS``.
@@ -480,9 +496,7 @@ def train_iterator(name: str, *, batch_size: int, view: str, seed: int,
     data_dir: where prepared data lives (see ``genjax.data.data_dir``).
     mnist_dir: see ``source``.
     shard_index: this host's shard; defaults to ``jax.process_index()``.
-    shard_count: number of shards; defaults to ``jax.process_count()``. Host
-      ``i`` reads examples ``i, i + shard_count, ...`` of the split and
-      shuffles them on its own.
+    shard_count: number of shards; defaults to ``jax.process_count()``.
     split: the split to train on.
     prefetch: batches prepared ahead by a background thread (0: none, batches
       are computed on demand in the calling thread).
@@ -502,12 +516,12 @@ def train_iterator(name: str, *, batch_size: int, view: str, seed: int,
   if prefetch < 0:
     raise ValueError(f"prefetch must be >= 0, got {prefetch}.")
   arrays = load_arrays(name, split, data_dir=data_dir, mnist_dir=mnist_dir)
-  indices = _shard(name, split, len(arrays["label"]), shard_index, shard_count)
-  shard_key = _key32(seed, int(indices[0]))  # indices[0] is the shard index.
-  ds = grain.MapDataset.source(
-      _TrainBatches(arrays, indices, int(batch_size), _key32(shard_key, 1)))
-  ds = ds.map_with_index(functools.partial(
-      _train_view, view=view, key=_key32(shard_key, 2)))
+  shard_index, shard_count = _shard(shard_index, shard_count)
+  key = _key32(seed, 0)
+  batches = _TrainBatches(arrays, int(batch_size), _key32(key, 1), shard_index,
+                          shard_count)
+  ds = grain.MapDataset.source(batches).map_with_index(functools.partial(
+      _train_view, view=view, key=_key32(key, 2), positions=batches.positions))
   options = grain.ReadOptions(num_threads=1 if prefetch else 0,
                               prefetch_buffer_size=max(prefetch, 1))
   return iter(ds.to_iter_dataset(options))
@@ -545,7 +559,7 @@ def eval_batches(name: str, split: str = "test", *, batch_size: int,
   Args:
     name: one of ``DATASETS``.
     split: ``"train"`` or ``"test"``.
-    batch_size: examples per batch; the last batch may be smaller.
+    batch_size: examples per batch (per host).
     view: one of ``VIEWS``; ``"binarized"`` is a static binarization: example
       ``i`` of the split gets a draw fixed by ``(seed, i)``, the same on every
       call, for every batch size and shard layout.
@@ -553,14 +567,18 @@ def eval_batches(name: str, split: str = "test", *, batch_size: int,
     data_dir: where prepared data lives (see ``genjax.data.data_dir``).
     mnist_dir: see ``source``.
     shard_index: this host's shard; defaults to ``jax.process_index()``.
-    shard_count: number of shards; defaults to ``jax.process_count()``. Host
-      ``i`` gets examples ``i, i + shard_count, ...`` (shard sizes differ by
-      at most one example, so hosts may get different numbers of batches).
+    shard_count: number of shards; defaults to ``jax.process_count()``. Global
+      batch ``j`` holds examples ``j * G .. (j + 1) * G - 1`` in the split's
+      order (``G = batch_size * shard_count``) and host ``i`` takes its rows
+      ``i * batch_size .. (i + 1) * batch_size - 1``: the same global batches on
+      any number of hosts, and every host gets the same number of equally shaped
+      batches (the last global batch is padded).
 
   Returns:
     A finite, re-iterable ``EvalBatches``: ``len()`` is the number of
     batches, each iteration is one pass in order over ``{"image":
-    uint8[B, H, W, C], "label": int32[B]}`` batches, the same every time.
+    uint8[B, H, W, C], "label": int32[B], "mask": bool[B]}`` batches, the same
+    every time; ``mask`` is False on the padding rows.
 
   Raises:
     ValueError: on an unknown name, split or view, or bad sizes.
@@ -570,9 +588,8 @@ def eval_batches(name: str, split: str = "test", *, batch_size: int,
   _check_view(view)
   _check_batch_size(batch_size)
   arrays = load_arrays(name, split, data_dir=data_dir, mnist_dir=mnist_dir)
-  indices = _shard(name, split, len(arrays["label"]), shard_index, shard_count)
   ds = grain.MapDataset.source(
-      _OrderedBatches(arrays, indices, int(batch_size)))
+      _OrderedBatches(arrays, int(batch_size), *_shard(shard_index, shard_count)))
   ds = ds.map(functools.partial(_eval_view, view=view, key=_key32(seed, 3)))
   return EvalBatches(ds)
 

@@ -77,10 +77,12 @@ class ImageData:
                                    view=self.config.data.view, seed=seed,
                                    **_data_kwargs(self.config))
 
-  def eval_batches(self, split: str, batch_size: int, seed: int):
+  def eval_batches(self, split: str, batch_size: int, seed: int, **shard):
+    """This host's rows (``batch_size`` of them) of each global batch; ``shard``:
+    ``shard_index`` and ``shard_count`` of `genjax.data.eval_batches`."""
     return pipeline.eval_batches(self.config.data.name, split, batch_size=batch_size,
                                  view=self.config.data.view, seed=seed,
-                                 **_data_kwargs(self.config))
+                                 **_data_kwargs(self.config), **shard)
 
   def synthetic_batch(self, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)

@@ -344,20 +344,23 @@ def token_stream(corpus: Corpus, split: str, tok: tok_lib.Tokenizer) -> tuple[np
 class _Windows:
   """Infinite random-access batches of random windows of one token stream.
 
-  Batch ``i`` row ``b`` starts at a position drawn by hashing ``(key, i, b)``,
-  uniform over every window that fits, so any batch is a function of its index
-  and the grain iterator state (the next index) restores the stream exactly.
+  Row ``b`` of global batch ``i`` starts at a position drawn by hashing ``(key, i,
+  b)``, uniform over every window that fits, so any batch is a function of its
+  index and the grain iterator state (the next index) restores the stream exactly;
+  this host serves rows ``first_row .. first_row + batch_size - 1``.
   """
 
-  def __init__(self, stream: np.ndarray, batch_size: int, length: int, key: int):
+  def __init__(self, stream: np.ndarray, batch_size: int, length: int, key: int,
+               first_row: int = 0):
     self._stream, self._batch_size, self._length, self._key = stream, batch_size, length, key
+    self._first_row = first_row
     self._num_starts = len(stream) - length + 1
 
   def __len__(self) -> int:
     return sys.maxsize
 
   def __getitem__(self, i: int) -> Batch:
-    row = np.arange(self._batch_size, dtype=np.uint32)
+    row = self._first_row + np.arange(self._batch_size, dtype=np.uint32)
     h = pipeline._hash32(pipeline._hash32(  # pylint: disable=protected-access
         np.full_like(row, pipeline._key32(self._key, i))) ^ row)  # pylint: disable=protected-access
     h2 = pipeline._hash32(h ^ np.uint32(0x85EBCA6B))  # pylint: disable=protected-access
@@ -378,8 +381,10 @@ def train_iterator(stream: np.ndarray, *, batch_size: int, block_size: int, seed
     block_size: the model's context; windows hold ``block_size + 1`` tokens (the
       inputs and, shifted by one, the targets).
     seed: seeds the draws.
-    shard_index, shard_count: this host's draws are its own (default: the JAX
-      process index and count).
+    shard_index, shard_count: this host serves rows ``shard_index * batch_size ..
+      (shard_index + 1) * batch_size - 1`` of global batches of ``batch_size *
+      shard_count`` windows (default: the JAX process index and count), so the
+      global batches are the same on any number of hosts.
     prefetch: batches prepared ahead in a background thread.
 
   Returns:
@@ -392,8 +397,9 @@ def train_iterator(stream: np.ndarray, *, batch_size: int, block_size: int, seed
                      f"of block_size + 1 = {length}; lower config.model.block_size")
   shard_index = jax.process_index() if shard_index is None else shard_index
   shard_count = jax.process_count() if shard_count is None else shard_count
-  key = pipeline._key32(seed, shard_index, shard_count, 7)  # pylint: disable=protected-access
-  ds = grain.MapDataset.source(_Windows(stream, int(batch_size), length, key))
+  key = pipeline._key32(seed, 0, 1, 7)  # pylint: disable=protected-access
+  ds = grain.MapDataset.source(_Windows(stream, int(batch_size), length, key,
+                                        shard_index * int(batch_size)))
   options = grain.ReadOptions(num_threads=1 if prefetch else 0,
                               prefetch_buffer_size=max(prefetch, 1))
   return iter(ds.to_iter_dataset(options))

@@ -310,14 +310,14 @@ def test_dynamic_binarization(digits_root):
 
 
 def test_dynamic_binarization_is_fresh_each_epoch(digits_root):
-  # A 6-example shard and batches of 6: batch e is epoch e of the shard.
-  kw = dict(batch_size=6, seed=2, data_dir=digits_root, shard_index=4,
-            shard_count=250)
+  # Batches of the whole split (1497 examples): batch e is epoch e.
+  kw = dict(batch_size=1497, seed=2, data_dir=digits_root, shard_index=0,
+            shard_count=1)
   raw = _take(data.train_iterator("digits", view="8bit", **kw), 2)
   bits = _take(data.train_iterator("digits", view="binarized", **kw), 2)
   keys = [[im.tobytes() for im in b["image"]] for b in raw]
   assert sorted(keys[0]) == sorted(keys[1])
-  for i, key in enumerate(keys[0]):
+  for i, key in enumerate(keys[0][:50]):
     j = keys[1].index(key)
     assert not np.array_equal(bits[0]["image"][i], bits[1]["image"][j])
 
@@ -337,17 +337,22 @@ def test_iterator_state_round_trip(digits_root):
 
 
 def test_train_shards_are_disjoint_and_cover(digits_root):
+  """Three hosts take disjoint rows of the same global batches as one host."""
   train = data.load_arrays("digits", "train", data_dir=digits_root)
-  rows = []
-  for k in range(3):
-    # Shard k holds 499 examples: one batch of 499 is one epoch of it.
-    batch = next(data.train_iterator(
-        "digits", batch_size=499, view="8bit", seed=0, data_dir=digits_root,
-        shard_index=k, shard_count=3))
-    assert _rows(batch["image"], batch["label"]) == _rows(
-        train["image"][k::3], train["label"][k::3])
-    rows += _rows(batch["image"], batch["label"])
-  assert sorted(rows) == _rows(train["image"], train["label"])
+  for view in ("binarized", "8bit"):  # 8bit last: its rows are checked below
+    kw = dict(view=view, seed=0, data_dir=digits_root)
+    # one global batch of 3 x 499 = 1497 examples is one epoch of the split
+    one = _take(data.train_iterator("digits", batch_size=1497, shard_index=0,
+                                    shard_count=1, **kw), 2)
+    hosts = [_take(data.train_iterator("digits", batch_size=499, shard_index=k,
+                                       shard_count=3, **kw), 2) for k in range(3)]
+    for i in range(2):
+      for key in ("image", "label"):
+        np.testing.assert_array_equal(
+            np.concatenate([h[i][key] for h in hosts]), one[i][key])
+  rows = [_rows(h[0]["image"], h[0]["label"]) for h in hosts]
+  assert sorted(sum(rows, [])) == _rows(train["image"], train["label"])
+  assert rows[0] != rows[1]
 
 
 # ----------------------------------------------------------------------------
@@ -360,34 +365,39 @@ def test_eval_batches_cover_each_example_once(digits_root):
                               data_dir=digits_root)
   assert len(batches) == 5
   got = list(batches)
-  assert [len(b["label"]) for b in got] == [64, 64, 64, 64, 44]
-  assert set(got[0]) == {"image", "label"}
+  assert [len(b["label"]) for b in got] == [64] * 5  # the last one padded
+  assert [int(b["mask"].sum()) for b in got] == [64, 64, 64, 64, 44]
+  assert set(got[0]) == {"image", "label", "mask"}
   assert got[0]["label"].dtype == np.int32 and got[0]["image"].dtype == np.uint8
-  np.testing.assert_array_equal(np.concatenate([b["image"] for b in got]),
+  real = np.concatenate([b["mask"] for b in got])
+  np.testing.assert_array_equal(np.concatenate([b["image"] for b in got])[real],
                                 test["image"])
-  np.testing.assert_array_equal(np.concatenate([b["label"] for b in got]),
+  np.testing.assert_array_equal(np.concatenate([b["label"] for b in got])[real],
                                 test["label"])
   _assert_batches_equal(list(batches), got)  # Re-iterable.
 
 
 def test_eval_shards_are_disjoint_and_cover(digits_root):
-  test = data.load_arrays("digits", "test", data_dir=digits_root)
-  for k in range(3):
-    got = list(data.eval_batches("digits", batch_size=32, view="8bit",
-                                 data_dir=digits_root, shard_index=k,
-                                 shard_count=3))
-    np.testing.assert_array_equal(np.concatenate([b["label"] for b in got]),
-                                  test["label"][k::3])
-    np.testing.assert_array_equal(np.concatenate([b["image"] for b in got]),
-                                  test["image"][k::3])
+  """Three hosts get as many batches of one shape, rows of one host's batches."""
+  one = list(data.eval_batches("digits", batch_size=96, view="binarized",
+                               data_dir=digits_root, shard_index=0, shard_count=1))
+  hosts = [list(data.eval_batches("digits", batch_size=32, view="binarized",
+                                  data_dir=digits_root, shard_index=k,
+                                  shard_count=3)) for k in range(3)]
+  assert [len(h) for h in hosts] == [len(one)] * 3 == [4] * 3
+  for j, batch in enumerate(one):
+    for key in ("image", "label", "mask"):
+      np.testing.assert_array_equal(
+          np.concatenate([h[j][key] for h in hosts]), batch[key])
+  assert [int(h[-1]["mask"].sum()) for h in hosts] == [12, 0, 0]  # 300 = 3 * 96 + 12
 
 
 def test_eval_binarization_is_static(digits_root):
   def draw(batch_size, seed=0, **kw):
-    batches = data.eval_batches("digits", batch_size=batch_size,
-                                view="binarized", seed=seed,
-                                data_dir=digits_root, **kw)
-    return np.concatenate([b["image"] for b in batches])
+    batches = list(data.eval_batches("digits", batch_size=batch_size,
+                                     view="binarized", seed=seed,
+                                     data_dir=digits_root, **kw))
+    return np.concatenate([b["image"][b["mask"]] for b in batches])
 
   test = data.load_arrays("digits", "test", data_dir=digits_root)
   a = draw(64)
@@ -395,7 +405,8 @@ def test_eval_binarization_is_static(digits_root):
   np.testing.assert_array_equal(a, draw(64))
   np.testing.assert_array_equal(a, draw(7))
   np.testing.assert_array_equal(a, draw(300))
-  np.testing.assert_array_equal(a[1::2], draw(16, shard_index=1, shard_count=2))
+  host1 = (np.arange(300) % 32) >= 16  # rows 16..31 of each global batch of 32
+  np.testing.assert_array_equal(a[host1], draw(16, shard_index=1, shard_count=2))
   assert not np.array_equal(a, draw(64, seed=1))
   assert np.all(a[test["image"] == 0] == 0)
   assert np.all(a[test["image"] == 255] == 1)

@@ -132,6 +132,17 @@ def test_train_windows_are_stream_slices_and_resume_exactly():
   assert len(np.unique(starts)) > 500  # fresh draws cover the stream
 
 
+def test_hosts_serve_disjoint_rows_of_the_same_global_batches():
+  stream = np.arange(1000, dtype=np.int32)
+  one = text.train_iterator(stream, batch_size=6, block_size=15, seed=3, shard_index=0,
+                            shard_count=1)
+  hosts = [text.train_iterator(stream, batch_size=3, block_size=15, seed=3,
+                               shard_index=k, shard_count=2) for k in range(2)]
+  for _ in range(2):
+    np.testing.assert_array_equal(np.concatenate([next(h)["tokens"] for h in hosts]),
+                                  next(one)["tokens"])
+
+
 def test_eval_windows_predict_every_token_exactly_once():
   tok = tokenizers.CharTokenizer("abcdefghij")
   stream = np.asarray(np.random.default_rng(0).integers(1, 11, 103), np.int32)
