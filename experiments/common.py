@@ -53,9 +53,6 @@ def setup() -> None:
                       os.path.expanduser(os.path.join(cache, "genjax", "jax_cache")))
   if os.environ.get("GENJAX_COORDINATOR"):
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    # one process compiles each program and hands it to the others (through the
-    # persistent cache's keys): processes on one machine do not compile it N times
-    jax.config.update("jax_share_binary_between_hosts", True)
     jax.distributed.initialize(coordinator_address=os.environ["GENJAX_COORDINATOR"],
                                num_processes=int(os.environ["GENJAX_NUM_PROCESSES"]),
                                process_id=int(os.environ["GENJAX_PROCESS_ID"]))

@@ -124,9 +124,12 @@ def _key_name(key) -> str:
 
 
 def abstract_like(state: Any, sharding=None) -> Any:
-  """``jax.ShapeDtypeStruct`` leaves for ``state`` (optionally with a sharding)."""
-  def to_struct(x):
-    return jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                sharding=sharding if sharding is not None
-                                else getattr(x, "sharding", None))
-  return jax.tree.map(to_struct, state)
+  """``jax.ShapeDtypeStruct`` leaves for ``state``, placed as ``sharding`` says (one
+  sharding for every leaf, or a pytree of them shaped like ``state``; default the
+  leaves' own): a checkpoint restored against it lands on those devices, whatever
+  the mesh it was saved from."""
+  struct = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+  if sharding is None or isinstance(sharding, jax.sharding.Sharding):
+    return jax.tree.map(lambda x: struct(x, sharding or getattr(x, "sharding", None)),
+                        state)
+  return jax.tree.map(struct, state, sharding)
