@@ -365,7 +365,10 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
 
   latest = ckpt.latest_step()
   if latest is None:
-    graphdef, state = nnx.split(create())
+    ts = create()
+    if getattr(family, "load_pretrained", None) is not None:  # host I/O, fresh starts only
+      family.load_pretrained(ts.model)
+    graphdef, state = nnx.split(ts)
     shardings = train_lib.state_shardings(state, mesh)
     state = jax.device_put(state, shardings)
     if getattr(family, "initialize", None) is not None:  # data-dependent, fresh starts only

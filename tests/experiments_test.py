@@ -321,9 +321,12 @@ def test_sample_checks_num_and_out_before_sampling(trained, tmp_path, data_dir):
       experiment.sample(trained.workdir, num=num)
 
 
-def test_step_rate_leaves_out_evaluation_time(tmp_path, data_dir, monkeypatch):
+def test_step_rate_leaves_out_evaluation_time_and_metrics_are_fetched_late(
+    tmp_path, data_dir, monkeypatch):
   """A slow evaluation at step 10 does not lower the step rate of the window
-  after it (the rate and ETA of the next progress line)."""
+  after it (the rate and ETA of the next progress line). The host fetches a
+  logging interval's metrics one interval late (it never waits for the step it
+  has just queued), except before an evaluation, a checkpoint or the end."""
   pause = 1.0
   evaluate_model = experiment.evaluate_model
 
@@ -331,12 +334,35 @@ def test_step_rate_leaves_out_evaluation_time(tmp_path, data_dir, monkeypatch):
     time.sleep(pause)
     return evaluate_model(*args, **kwargs)
 
+  queued, fetches = [0], []  # fetches: (steps queued, steps fetched) at each fetch
+  compile_train_step, device_get = experiment.train_lib.compile_train_step, jax.device_get
+
+  def counting_compile(*args, **kwargs):
+    step = compile_train_step(*args, **kwargs)
+    def counted(*a):
+      queued[0] += 1
+      return step(*a)
+    return counted
+
+  def spy(tree):
+    if isinstance(tree, list) and tree and isinstance(tree[0], dict):  # step metrics
+      fetches.append((queued[0], (fetches[-1][1] if fetches else 0) + len(tree)))
+    return device_get(tree)
+
   monkeypatch.setattr(experiment, "evaluate_model", slow_evaluate_model)
+  monkeypatch.setattr(experiment.train_lib, "compile_train_step", counting_compile)
+  monkeypatch.setattr(jax, "device_get", spy)
   # no checkpoint at step 10: its asynchronous write would share the CPU with steps 11-15
   experiment.train(_smoke_config(data_dir, sample_every=0, checkpoint_every=20), tmp_path)
-  rates = {r["step"]: r["steps_per_sec"] for r in _rows(tmp_path) if "loss" in r}
+  rows = [r for r in _rows(tmp_path) if "loss" in r]
+  rates = {r["step"]: r["steps_per_sec"] for r in rows}
   # charged the pause, steps 11-15 would run at under 5 / pause steps/s
   assert rates[15] > 3 * 5 / pause, rates
+  # log steps 5, 10, 15, 20; evaluation at 10, checkpoint at 20: at step 10 the host
+  # fetched steps 2-5 (row 5) first, at step 20 steps 11-15 (row 15) first
+  assert [r["step"] for r in rows] == [5, 10, 15, 20]
+  assert (10, 5) in fetches and (20, 15) in fetches, fetches
+  assert fetches[-1] == (20, 20)
 
 
 def test_checkpoint_of_another_model_gets_a_clear_error_and_no_config(

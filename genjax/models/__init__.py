@@ -16,7 +16,12 @@ A family is a Python module that provides the protocol of ``DESIGN.md``:
 Optional hooks, looked up with ``getattr`` by the generic training and launcher code:
 
 * ``initialize(model, batch, key) -> None``: data-dependent initialisation (e.g.
-  ActNorm) run once on the first training batch, before step 0.
+  ActNorm) run once on the first global training batch, before step 0, traced
+  inside one compiled function (so statistics are the global batch's on any
+  number of devices and hosts).
+* ``load_pretrained(model) -> None``: loads parts trained elsewhere (e.g. DALL-E's
+  frozen image tokenizer) on the host, on a fresh start, before ``initialize``;
+  every host reads the same files.
 * ``make_optimizer(model, optimizer_config, total_steps) -> nnx.Optimizer | dict``:
   defaults to one ``nnx.Optimizer(model, genjax.train.make_tx(...), wrt=nnx.Param)``;
   a multi-player family (a GAN) returns one optimizer per player.

@@ -143,7 +143,7 @@ def _parse(config) -> dict:
 
 def build(config, key: jax.Array) -> DALLE:
   """Builds DALL-E's transformer (with a freshly initialised tokenizer of the
-  configured architecture; `initialize` loads the trained one).
+  configured architecture; `load_pretrained` loads the trained one).
 
   Args:
     config: the ``model`` block: ``tokenizer`` (the tokenizer run's model block,
@@ -180,9 +180,8 @@ def update(model: DALLE, opt, batch, key):
   return {**metrics, "loss": lossv, **norms}
 
 
-def initialize(model: DALLE, batch, key) -> None:
+def load_pretrained(model: DALLE) -> None:
   """Loads the trained image tokenizer (from ``tokenizer_workdir``) into the model."""
-  del batch, key
   from genjax import experiment  # pylint: disable=g-import-not-at-top
   _, tokenizer, _, _ = experiment.restore_model(model.tokenizer_workdir)
   nnx.update(model.tokenizer, nnx.state(tokenizer))
