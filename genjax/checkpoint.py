@@ -6,7 +6,36 @@ import pathlib
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+# Orbax writes a replicated array in parallel from its replicas, each copying a slice
+# of it off its device; every slice is an eager op compiled once per shape and
+# device, which for a model's many small leaves costs more than the parallel write
+# gains (on 4 CPU devices, 104 of the 232 compilations of the VAE, Glow and DCGAN
+# smoke runs, 9 of 40 s). Arrays smaller than this per replica are written whole
+# by one replica.
+MIN_REPLICA_SLICE_BYTES = 1 << 20
+
+
+def _state_handler() -> ocp.StandardCheckpointHandler:
+  """orbax's standard handler, with `MIN_REPLICA_SLICE_BYTES` for jax.Array leaves
+  (the plain standard handler where this orbax version does not allow it)."""
+  handler = ocp.StandardCheckpointHandler()
+  th = ocp.type_handlers
+  try:
+    default = th.get_type_handler(jax.Array)
+    arrays = th.ArrayHandler(
+        min_slice_bytes_for_replica_parallel=MIN_REPLICA_SLICE_BYTES,
+        array_metadata_store=getattr(default, "_array_metadata_store", None))
+    registry = th.create_type_handler_registry(
+        *[(t, th.get_type_handler(t)) for t in (int, float, bytes, np.number, np.ndarray,
+                                                str)], (jax.Array, arrays))
+    if hasattr(handler, "_impl"):
+      handler._impl = ocp.PyTreeCheckpointHandler(type_handler_registry=registry)  # pylint: disable=protected-access
+  except (TypeError, ValueError, AttributeError):
+    pass
+  return handler
 
 
 class Checkpointer:
@@ -29,7 +58,7 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
+        item_handlers={"state": _state_handler(),
                        "data": ocp.JsonCheckpointHandler()})
 
   def latest_step(self) -> int | None:

@@ -365,12 +365,16 @@ def _train(config, workdir: pathlib.Path, family, mesh, ckpt) -> dict[str, Any]:
 
   latest = ckpt.latest_step()
   if latest is None:
-    ts = create()
+    # one compiled program builds the state in place on the mesh, each device
+    # only its own shards (not a program per initialiser op, nor the whole state
+    # on one device first)
+    graphdef, abstract_state = nnx.split(nnx.eval_shape(create))
+    shardings = train_lib.state_shardings(abstract_state, mesh)
+    state = jax.jit(lambda: nnx.state(create()), out_shardings=shardings)()
     if getattr(family, "load_pretrained", None) is not None:  # host I/O, fresh starts only
+      ts = nnx.merge(graphdef, state)
       family.load_pretrained(ts.model)
-    graphdef, state = nnx.split(ts)
-    shardings = train_lib.state_shardings(state, mesh)
-    state = jax.device_put(state, shardings)
+      state = jax.device_put(nnx.state(ts), shardings)
     if getattr(family, "initialize", None) is not None:  # data-dependent, fresh starts only
       init_batch = next(data.train_iterator(host_batch, data_seed))
       state = _initializer(family, graphdef, mesh, shardings)(
