@@ -59,3 +59,14 @@ def test_fsdp_rule():
 def test_fsdp_that_does_not_divide_the_devices_is_a_clear_error():
   with pytest.raises(ValueError, match="must divide the 4 devices; set it to one of 1, 2, 4"):
     train.make_mesh(fsdp=3)
+
+
+def test_the_run_mesh_comes_from_config_mesh_fsdp():
+  """``--config.mesh.fsdp=N`` shapes the launchers' mesh; runs saved before the
+  ``mesh`` block existed get plain data parallelism."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from genjax import experiment  # pylint: disable=g-import-not-at-top
+  config = ml_collections.ConfigDict({"mesh": {"fsdp": 2}})
+  assert dict(experiment.make_run_mesh(config).shape) == {"data": 2, "fsdp": 2}
+  assert dict(experiment.make_run_mesh(ml_collections.ConfigDict()).shape) == {
+      "data": 4, "fsdp": 1}

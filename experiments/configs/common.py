@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer.eps = 1e-8
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.fsdp = 1                  # devices per parameter shard (1: replicated parameters)
+  c.mesh.fsdp = 1                  # devices each large parameter is split over (1: replicated)
 
   c.log_every = 100                # steps between metric rows
   c.eval_every = 0                 # steps between test-split evaluations (0: only at the end)
