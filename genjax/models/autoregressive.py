@@ -34,6 +34,7 @@ from genjax import compiled
 from genjax import distributions as dist
 from genjax.models import check_image_batch
 from genjax.models import parse_fields
+from genjax.nn.layers import at_least_float32
 
 LIKELIHOODS = ("bernoulli", "categorical")
 NUM_VALUES = 256
@@ -116,9 +117,11 @@ def log_prob(logits: jax.Array, x: jax.Array, likelihood: str) -> jax.Array:
 
 
 def split_channels(out: jax.Array, input_shape, likelihood: str) -> jax.Array:
-  """``[..., C * K]`` network outputs to logits ``[..., C]`` (K = 1) or ``[..., C, K]``."""
+  """``[..., C * K]`` network outputs to logits ``[..., C]`` (K = 1) or ``[..., C, K]``,
+  at least float32 (a bfloat16 network's outputs are promoted: the softmax, the
+  likelihood and the draws are float32)."""
   k = num_outputs(likelihood)
-  out = out.reshape(*out.shape[:-1], input_shape[-1], k)
+  out = at_least_float32(out).reshape(*out.shape[:-1], input_shape[-1], k)
   return out[..., 0] if k == 1 else out
 
 

@@ -19,6 +19,11 @@ then updates the exponential moving average of the generator's weights
 `sample` and the evaluation use the averaged generator. A GAN has no
 likelihood: `log_likelihood` raises ``NotImplementedError``; its quality is
 measured with `genjax.metrics` (FID, KID, precision/recall).
+
+``dtype="bfloat16"``: both players' layers compute in bfloat16; parameters, the
+moving average, the generated images and discriminator outputs (promoted to
+float32), the losses, the gradient and R1 penalties and spectral normalisation's
+power iteration stay float32.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ _DEFAULTS = dict(name="dcgan", input_shape=None, view="8bit", latent_dim=64,
                  g_channels=(32, 64), d_channels=(32, 64), g_norm="layer",
                  loss="non_saturating", gp_weight=10.0, r1_weight=0.0,
                  spectral_norm=False, d_steps=1, ema_decay=0.999, ema_warmup=True,
-                 num_classes=0)
+                 num_classes=0, dtype="float32")
 
 
 EMAWeight = train_lib.EMAWeight  # the weights of ema_generator
@@ -54,60 +59,67 @@ EMAWeight = train_lib.EMAWeight  # the weights of ema_generator
 class Generator(nnx.Module):
   """``z [B, L]`` (+ label) -> dense -> 2x transposed convs -> 3x3 conv -> tanh."""
 
-  def __init__(self, input_shape, latent_dim, channels, norm, num_classes, *,
+  def __init__(self, input_shape, latent_dim, channels, norm, num_classes, *, dtype=None,
                rngs: nnx.Rngs):
     h, w, c = input_shape
     n = len(channels)
     self.input_shape = tuple(input_shape)
     self.num_classes = num_classes
+    self.dtype = dtype  # of the layers; None: float32
     self.base_shape = (nn.downsampled_size(h, n), nn.downsampled_size(w, n), channels[-1])
-    self.inp = nn.linear(latent_dim + num_classes, math.prod(self.base_shape), rngs=rngs)
+    self.inp = nn.linear(latent_dim + num_classes, math.prod(self.base_shape), dtype=dtype,
+                         rngs=rngs)
     ins = tuple(reversed(channels))
     outs = ins[1:] + (channels[0],)
     self.ups = nnx.List([nnx.ConvTranspose(i, o, (4, 4), strides=(2, 2), padding="SAME",
-                                           kernel_init=nn.kernel_init(), rngs=rngs)
+                                           kernel_init=nn.kernel_init(), dtype=dtype,
+                                           rngs=rngs)
                          for i, o in zip(ins, outs)])
     widths = (self.base_shape[-1],) + outs  # before each upsampling, and at the end
-    self.norms = (nnx.List([nnx.GroupNorm(f, num_groups=1, rngs=rngs) for f in widths])
-                  if norm == "layer" else None)
-    self.out = nn.conv(channels[0], c, 3, rngs=rngs)
+    self.norms = (nnx.List([nnx.GroupNorm(f, num_groups=1, dtype=dtype, rngs=rngs)
+                            for f in widths]) if norm == "layer" else None)
+    self.out = nn.conv(channels[0], c, 3, dtype=dtype, rngs=rngs)
 
   def __call__(self, z_BxL: jax.Array, y_B: jax.Array | None = None) -> jax.Array:
+    """Images in ``[-1, 1]``, at least float32."""
     if self.num_classes:
       z_BxL = jnp.concatenate([z_BxL, jax.nn.one_hot(y_B, self.num_classes)], -1)
-    h = self.inp(z_BxL).reshape(-1, *self.base_shape)
+    h = self.inp(nn.to_compute(z_BxL, self.dtype)).reshape(-1, *self.base_shape)
     for i in range(len(self.ups) + 1):
       h = jax.nn.relu(h if self.norms is None else self.norms[i](h))
       if i < len(self.ups):
         h = self.ups[i](h)
-    return jnp.tanh(self.out(nn.crop(h, *self.input_shape[:2])))
+    return nn.at_least_float32(jnp.tanh(self.out(nn.crop(h, *self.input_shape[:2]))))
 
 
 class Discriminator(nnx.Module):
   """Stride-2 convs with leaky ReLU, a linear output and an optional projection."""
 
-  def __init__(self, input_shape, channels, num_classes, use_sn, *, rngs: nnx.Rngs):
+  def __init__(self, input_shape, channels, num_classes, use_sn, *, dtype=None,
+               rngs: nnx.Rngs):
     h, w, c = input_shape
     wrap = (lambda layer: spectral.SpectralNorm(layer, rngs=rngs)) if use_sn else (
         lambda layer: layer)
+    self.dtype = dtype  # of the layers; None: float32
     ins = (c,) + tuple(channels[:-1])
-    self.convs = nnx.List([wrap(nn.conv(i, o, 4, strides=2, rngs=rngs))
+    self.convs = nnx.List([wrap(nn.conv(i, o, 4, strides=2, dtype=dtype, rngs=rngs))
                            for i, o in zip(ins, channels)])
     n = len(channels)
     flat = nn.downsampled_size(h, n) * nn.downsampled_size(w, n) * channels[-1]
-    self.out = wrap(nn.linear(flat, 1, rngs=rngs))
-    self.embed = (nnx.Embed(num_classes, flat, embedding_init=nn.kernel_init(), rngs=rngs)
-                  if num_classes else None)
+    self.out = wrap(nn.linear(flat, 1, dtype=dtype, rngs=rngs))
+    self.embed = (nnx.Embed(num_classes, flat, embedding_init=nn.kernel_init(), dtype=dtype,
+                            rngs=rngs) if num_classes else None)
 
   def __call__(self, x_BxHxWxC: jax.Array, y_B: jax.Array | None = None) -> jax.Array:
-    h = x_BxHxWxC
+    """Raw outputs (logits or critic values) ``[B]``, at least float32."""
+    h = nn.to_compute(x_BxHxWxC, self.dtype)
     for conv in self.convs:
       h = jax.nn.leaky_relu(conv(h), 0.2)
     phi_BxF = h.reshape(h.shape[0], -1)
     out_B = self.out(phi_BxF)[:, 0]
     if self.embed is not None:
       out_B = out_B + jnp.sum(self.embed(y_B) * phi_BxF, -1)
-    return out_B
+    return nn.at_least_float32(out_B)
 
 
 class DCGAN(nnx.Module):
@@ -117,10 +129,12 @@ class DCGAN(nnx.Module):
     for k in ("input_shape", "view", "latent_dim", "loss", "gp_weight", "r1_weight",
               "d_steps", "ema_decay", "ema_warmup", "num_classes"):
       setattr(self, k, cfg[k])
+    dtype = nn.compute_dtype(cfg["dtype"])
     self.generator = Generator(cfg["input_shape"], cfg["latent_dim"], cfg["g_channels"],
-                               cfg["g_norm"], cfg["num_classes"], rngs=rngs)
+                               cfg["g_norm"], cfg["num_classes"], dtype=dtype, rngs=rngs)
     self.discriminator = Discriminator(cfg["input_shape"], cfg["d_channels"],
-                                       cfg["num_classes"], cfg["spectral_norm"], rngs=rngs)
+                                       cfg["num_classes"], cfg["spectral_norm"], dtype=dtype,
+                                       rngs=rngs)
     self.ema_generator = train_lib.ema_copy(self.generator)
 
 
@@ -149,7 +163,8 @@ def _settings(config) -> dict:
   cfg["input_shape"] = _ints("input_shape", shape)
   for name in ("g_channels", "d_channels"):
     cfg[name] = _ints(name, cfg[name])
-  for name, allowed in (("loss", LOSSES), ("view", VIEWS), ("g_norm", ("layer", "none"))):
+  for name, allowed in (("loss", LOSSES), ("view", VIEWS), ("g_norm", ("layer", "none")),
+                        ("dtype", tuple(nn.DTYPES))):
     _check(cfg[name] in allowed, name, f"one of {', '.join(map(repr, allowed))}", cfg[name])
   for name, low in (("latent_dim", 1), ("d_steps", 1), ("num_classes", 0)):
     _check(isinstance(cfg[name], int) and cfg[name] >= low, name, f"an int >= {low}",
@@ -177,8 +192,10 @@ def build(config, key: jax.Array) -> DCGAN:
       ``d_steps`` (discriminator steps per generator step), ``ema_decay``,
       ``ema_warmup`` (ramp the decay up as ``min(ema_decay, (1 + t) / (10 + t))``
       after ``t`` generator updates, so that early samples are not dominated by
-      the random initial weights) and ``num_classes`` (0: unconditional; else a class-conditional generator and
-      a projection discriminator).
+      the random initial weights), ``num_classes`` (0: unconditional; else a class-conditional generator and
+      a projection discriminator) and ``dtype`` (``"float32"`` or ``"bfloat16"``: both
+      players' computation; parameters, images, discriminator outputs and losses
+      stay float32).
     key: PRNG key of the initialisation.
 
   Returns:

@@ -42,6 +42,11 @@ checkpoint); ``log_likelihood`` and ``sample`` use it unless ``ema=False``. With
 probability ``label_dropout`` (to a null class), so that sampling can use
 classifier-free guidance ``eps = (1 + w) eps(z, y) - w eps(z, null)``.
 
+``dtype="bfloat16"`` computes the U-Net in bfloat16 (GroupNorm statistics and the
+attention softmax in float32, as Flax and JAX do); its prediction is promoted to
+float32, and the parameters, the schedule (learned or not), the forward process,
+every loss and bound term and the samplers stay float32.
+
 References:
   Ho, Jain & Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
   Kingma, Salimans, Poole & Ho, "Variational Diffusion Models", NeurIPS 2021.
@@ -80,7 +85,7 @@ _DEFAULTS = dict(
     schedule="cosine", timesteps=1000, gamma_min=-13.3, gamma_max=5.0,
     parameterization="eps", loss="vdm", num_classes=0, label_dropout=0.1,
     ema_decay=0.9999, ema_warmup=True, schedule_width=1024, sample_steps=0,
-    sampler="ancestral", guidance=0.0)
+    sampler="ancestral", guidance=0.0, dtype="float32")
 _LINEAR_B0, _LINEAR_B1, _LINEAR_T_MIN = 0.1, 20.0, 1e-3
 _LEVELS = 256  # 8-bit data
 
@@ -97,8 +102,9 @@ def timestep_embedding(t_B: jax.Array, dim: int, max_period: float = 10_000.0) -
   return jnp.pad(emb, ((0, 0), (0, dim - 2 * half)))
 
 
-def _norm(channels: int, groups: int, rngs: nnx.Rngs) -> nnx.GroupNorm:
-  return nnx.GroupNorm(channels, num_groups=math.gcd(channels, groups), rngs=rngs)
+def _norm(channels: int, groups: int, dtype, rngs: nnx.Rngs) -> nnx.GroupNorm:
+  return nnx.GroupNorm(channels, num_groups=math.gcd(channels, groups), dtype=dtype,
+                       rngs=rngs)
 
 
 class ResBlock(nnx.Module):
@@ -106,13 +112,13 @@ class ResBlock(nnx.Module):
   convolution when the width changes; the last convolution starts at zero."""
 
   def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, dropout: float,
-               *, rngs: nnx.Rngs):
-    self.norm1 = _norm(in_ch, groups, rngs)
-    self.conv1 = nn.conv(in_ch, out_ch, rngs=rngs)
-    self.emb = nn.linear(emb_dim, out_ch, rngs=rngs)
-    self.norm2 = _norm(out_ch, groups, rngs)
-    self.conv2 = nn.conv(out_ch, out_ch, zero_init=True, rngs=rngs)
-    self.skip = nn.conv(in_ch, out_ch, 1, rngs=rngs) if in_ch != out_ch else None
+               *, dtype=None, rngs: nnx.Rngs):
+    self.norm1 = _norm(in_ch, groups, dtype, rngs)
+    self.conv1 = nn.conv(in_ch, out_ch, dtype=dtype, rngs=rngs)
+    self.emb = nn.linear(emb_dim, out_ch, dtype=dtype, rngs=rngs)
+    self.norm2 = _norm(out_ch, groups, dtype, rngs)
+    self.conv2 = nn.conv(out_ch, out_ch, zero_init=True, dtype=dtype, rngs=rngs)
+    self.skip = nn.conv(in_ch, out_ch, 1, dtype=dtype, rngs=rngs) if in_ch != out_ch else None
     self.dropout = dropout
 
   def __call__(self, x, emb, key):
@@ -125,14 +131,15 @@ class ResBlock(nnx.Module):
 class AttentionBlock(nnx.Module):
   """Self-attention over the ``H * W`` positions, residual (output projection at zero)."""
 
-  def __init__(self, channels: int, num_heads: int, groups: int, *, rngs: nnx.Rngs):
+  def __init__(self, channels: int, num_heads: int, groups: int, *, dtype=None,
+               rngs: nnx.Rngs):
     if channels % num_heads:
       raise ValueError(f"config.model.num_heads={num_heads} must divide every width; "
                        f"{channels} channels do not split into {num_heads} heads")
-    self.norm = _norm(channels, groups, rngs)
-    self.qkv = nn.linear(channels, 3 * channels, rngs=rngs)
+    self.norm = _norm(channels, groups, dtype, rngs)
+    self.qkv = nn.linear(channels, 3 * channels, dtype=dtype, rngs=rngs)
     self.proj = nnx.Linear(channels, channels, kernel_init=nnx.initializers.zeros_init(),
-                           rngs=rngs)
+                           dtype=dtype, rngs=rngs)
     self.num_heads = num_heads
 
   def __call__(self, x_BxHxWxC):
@@ -150,23 +157,25 @@ class UNet(nnx.Module):
   (and self-attention where the resolution is in ``attention_resolutions``), a
   stride-2 convolution down and a resize-convolution up between them, skip
   connections from every block of the way down to the way up, and a middle of
-  residual-attention-residual at the lowest resolution.
+  residual-attention-residual at the lowest resolution. ``dtype``: the computation's
+  (None: float32); the output is at least float32.
   """
 
   def __init__(self, input_shape, channels, channel_mults, num_res_blocks,
                attention_resolutions, num_heads, num_groups, dropout, num_classes,
-               *, rngs: nnx.Rngs):
+               *, dtype=None, rngs: nnx.Rngs):
     h, _, c = input_shape
     emb = 4 * channels
-    self.channels, self.input_shape = channels, tuple(input_shape)
-    self.temb1, self.temb2 = nn.linear(channels, emb, rngs=rngs), nn.linear(emb, emb, rngs=rngs)
-    self.label_embed = (nnx.Embed(num_classes + 1, emb, rngs=rngs) if num_classes else None)
-    self.conv_in = nn.conv(c, channels, rngs=rngs)
+    self.channels, self.input_shape, self.dtype = channels, tuple(input_shape), dtype
+    kw = dict(dtype=dtype, rngs=rngs)
+    self.temb1, self.temb2 = nn.linear(channels, emb, **kw), nn.linear(emb, emb, **kw)
+    self.label_embed = (nnx.Embed(num_classes + 1, emb, **kw) if num_classes else None)
+    self.conv_in = nn.conv(c, channels, **kw)
 
     def block(i, o, res):
-      attn = (AttentionBlock(o, num_heads, num_groups, rngs=rngs)
+      attn = (AttentionBlock(o, num_heads, num_groups, **kw)
               if res in attention_resolutions else None)
-      return nnx.List([ResBlock(i, o, emb, num_groups, dropout, rngs=rngs), attn])
+      return nnx.List([ResBlock(i, o, emb, num_groups, dropout, **kw), attn])
 
     down, skips, sizes, width, res = [], [channels], [h], channels, h
     for level, mult in enumerate(channel_mults):
@@ -175,26 +184,26 @@ class UNet(nnx.Module):
         width = channels * mult
         skips.append(width)
       if level + 1 < len(channel_mults):
-        down.append(nn.Downsample(width, width, rngs=rngs))
+        down.append(nn.Downsample(width, width, **kw))
         res = nn.downsampled_size(res, 1)
         skips.append(width)
         sizes.append(res)
     self.down = nnx.List(down)
-    self.mid = nnx.List([ResBlock(width, width, emb, num_groups, dropout, rngs=rngs),
-                         AttentionBlock(width, num_heads, num_groups, rngs=rngs),
-                         ResBlock(width, width, emb, num_groups, dropout, rngs=rngs)])
+    self.mid = nnx.List([ResBlock(width, width, emb, num_groups, dropout, **kw),
+                         AttentionBlock(width, num_heads, num_groups, **kw),
+                         ResBlock(width, width, emb, num_groups, dropout, **kw)])
     up = []
     for level, mult in reversed(list(enumerate(channel_mults))):
       for _ in range(num_res_blocks + 1):
         up.append(block(width + skips.pop(), channels * mult, res))
         width = channels * mult
       if level > 0:
-        up.append(nn.Upsample(width, width, rngs=rngs))
+        up.append(nn.Upsample(width, width, **kw))
         sizes.pop()
         res = sizes[-1]
     self.up = nnx.List(up)
-    self.norm_out = _norm(width, num_groups, rngs)
-    self.conv_out = nn.conv(width, c, zero_init=True, rngs=rngs)
+    self.norm_out = _norm(width, num_groups, dtype, rngs)
+    self.conv_out = nn.conv(width, c, zero_init=True, **kw)
 
   def __call__(self, z_BxHxWxC, t_B, label_B=None, key=None):
     emb = self.temb2(jax.nn.silu(self.temb1(timestep_embedding(t_B, self.channels))))
@@ -203,7 +212,7 @@ class UNet(nnx.Module):
     num_blocks = 2 + sum(not isinstance(layer, (nn.Downsample, nn.Upsample))
                          for layer in (*self.down, *self.up))
     keys = iter(jax.random.split(key, num_blocks) if key is not None else [None] * num_blocks)
-    h = self.conv_in(z_BxHxWxC)
+    h = self.conv_in(nn.to_compute(z_BxHxWxC, self.dtype))
     hs = [h]
     for layer in self.down:
       if isinstance(layer, nn.Downsample):
@@ -220,7 +229,7 @@ class UNet(nnx.Module):
       else:
         h = layer[0](jnp.concatenate([h, hs.pop()], axis=-1), emb, next(keys))
         h = h if layer[1] is None else layer[1](h)
-    return self.conv_out(jax.nn.silu(self.norm_out(h)))
+    return nn.at_least_float32(self.conv_out(jax.nn.silu(self.norm_out(h))))
 
 
 class _Monotone(nnx.Module):
@@ -260,7 +269,8 @@ class Core(nnx.Module):
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     self.unet = UNet(cfg["input_shape"], cfg["channels"], cfg["channel_mults"],
                      cfg["num_res_blocks"], cfg["attention_resolutions"], cfg["num_heads"],
-                     cfg["num_groups"], cfg["dropout"], cfg["num_classes"], rngs=rngs)
+                     cfg["num_groups"], cfg["dropout"], cfg["num_classes"],
+                     dtype=nn.compute_dtype(cfg["dtype"]), rngs=rngs)
     self.schedule_net = (LearnedSchedule(cfg["gamma_min"], cfg["gamma_max"],
                                          cfg["schedule_width"], rngs=rngs)
                          if cfg["schedule"] == "learned" else None)
@@ -302,7 +312,8 @@ def build(config, key: jax.Array) -> Diffusion:
       (``eps``, ``v``); ``loss`` (``simple``, ``vdm``); ``num_classes`` (0 =
       unconditional) and ``label_dropout``; ``ema_decay`` and ``ema_warmup``;
       sampling defaults ``sample_steps`` (0 = T, or 1,000 in continuous time),
-      ``sampler`` and ``guidance``.
+      ``sampler`` and ``guidance``; ``dtype`` (``"float32"`` or ``"bfloat16"``: the
+      U-Net's computation; parameters, schedule, loss and bound stay float32).
     key: PRNG key of the initialisation.
 
   Raises:
@@ -310,7 +321,8 @@ def build(config, key: jax.Array) -> Diffusion:
   """
   cfg = parse_fields(config, _DEFAULTS, {"schedule": SCHEDULES,
                                          "parameterization": PARAMETERIZATIONS,
-                                         "loss": LOSSES, "sampler": SAMPLERS})
+                                         "loss": LOSSES, "sampler": SAMPLERS,
+                                         "dtype": tuple(nn.DTYPES)})
   for name, low in (("channels", 1), ("num_res_blocks", 1), ("num_heads", 1),
                     ("num_groups", 1), ("timesteps", 0), ("num_classes", 0),
                     ("schedule_width", 1), ("sample_steps", 0)):

@@ -9,7 +9,9 @@ stack through a 1x1 layer; together the two cover every earlier pixel. Both
 stacks use gated units ``tanh(a) * sigmoid(b)``; the horizontal stack is
 residual. With ``num_classes > 0`` the model is class-conditional: a learned
 embedding of ``batch["label"]`` is added to the gates of both stacks of every
-layer (``h`` in eq. 4 of the paper).
+layer (``h`` in eq. 4 of the paper). ``dtype="bfloat16"``: every layer (and the
+label embedding) computes in bfloat16; parameters, sampling caches, the logits'
+softmax and the likelihood stay float32.
 
 Sampling (`genjax.models.autoregressive`): ``method="cached"`` evaluates the
 horizontal stack one position at a time from per-layer one-row caches, and the
@@ -25,14 +27,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genjax import compiled
+from genjax import nn
 from genjax.models import autoregressive as ar
 from genjax.nn import masked
 
 LIKELIHOOD = "exact"
 _DEFAULTS = dict(name="gated_pixelcnn", input_shape=None, likelihood="bernoulli",
                  features=32, num_layers=5, first_kernel_size=7, kernel_size=3,
-                 output_features=32, num_classes=0)
-_CHOICES = {"likelihood": ar.LIKELIHOODS}
+                 output_features=32, num_classes=0, dtype="float32")
+_CHOICES = {"likelihood": ar.LIKELIHOODS, "dtype": tuple(nn.DTYPES)}
 
 
 def _gate(a_Bx2F: jax.Array) -> jax.Array:
@@ -44,17 +47,21 @@ class _GatedLayer(nnx.Module):
   """One layer of both stacks (figure 2 of the paper)."""
 
   def __init__(self, in_features, features, kernel_size, mask_type, num_groups, num_classes,
-               *, rngs):
+               *, dtype, rngs):
     p = kernel_size // 2
     two_f = 2 * features
     self.v_conv = masked.MaskedConv(in_features, two_f, (p + 1, kernel_size), (p, p), None,
-                                    rngs=rngs)
+                                    dtype=dtype, rngs=rngs)
     self.h_conv = masked.MaskedConv(in_features, two_f, (1, p + 1), (0, p), mask_type,
-                                    num_groups=num_groups, out_tiles=2, rngs=rngs)
-    self.v_to_h = masked.MaskedConv(two_f, two_f, (1, 1), (0, 0), None, rngs=rngs)
-    self.h_out = masked.causal(features, features, 1, "B", num_groups=num_groups, rngs=rngs)
+                                    num_groups=num_groups, out_tiles=2, dtype=dtype,
+                                    rngs=rngs)
+    self.v_to_h = masked.MaskedConv(two_f, two_f, (1, 1), (0, 0), None, dtype=dtype,
+                                    rngs=rngs)
+    self.h_out = masked.causal(features, features, 1, "B", num_groups=num_groups,
+                               dtype=dtype, rngs=rngs)
     self.residual = mask_type == "B"
-    self.embed = nnx.Embed(num_classes, two_f, rngs=rngs) if num_classes else None
+    self.embed = (nnx.Embed(num_classes, two_f, dtype=dtype, rngs=rngs) if num_classes
+                  else None)
 
   def cond(self, labels_B):  # [B, 2F] or 0
     return 0.0 if self.embed is None else self.embed(labels_B)
@@ -68,18 +75,20 @@ class GatedPixelCNN(nnx.Module):
   """The Gated PixelCNN network; see `build` for the fields."""
 
   def __init__(self, input_shape, likelihood, features, num_layers, first_kernel_size,
-               kernel_size, output_features, num_classes, *, rngs: nnx.Rngs):
+               kernel_size, output_features, num_classes, dtype="float32", *,
+               rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
     self.likelihood = likelihood
     self.num_classes = num_classes
+    self.dtype = nn.compute_dtype(dtype)  # of the layers; None: float32
     c = self.input_shape[-1]
     self.layers = nnx.List([
         _GatedLayer(c if l == 0 else features, features,
                     first_kernel_size if l == 0 else kernel_size, "A" if l == 0 else "B",
-                    c, num_classes, rngs=rngs) for l in range(num_layers)])
-    self.out1 = masked.causal(features, output_features, 1, "B", num_groups=c, rngs=rngs)
-    self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B",
-                              num_groups=c, rngs=rngs)
+                    c, num_classes, dtype=self.dtype, rngs=rngs) for l in range(num_layers)])
+    kw = dict(num_groups=c, dtype=self.dtype, rngs=rngs)
+    self.out1 = masked.causal(features, output_features, 1, "B", **kw)
+    self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B", **kw)
 
   def __call__(self, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
     """Logits ``[B, H, W, C]`` or ``[B, H, W, C, 256]`` for inputs in [-1, 1]."""
@@ -94,7 +103,9 @@ def build(config, key: jax.Array) -> GatedPixelCNN:
       ``likelihood`` (``"bernoulli"`` or ``"categorical"``), ``features`` (gated
       units per layer, at least C), ``num_layers``, ``first_kernel_size`` and
       ``kernel_size`` (odd k: a ``(k//2+1) x k`` vertical and ``1 x (k//2+1)``
-      horizontal kernel), ``output_features`` and ``num_classes`` (0: unconditional).
+      horizontal kernel), ``output_features``, ``num_classes`` (0: unconditional) and
+      ``dtype`` (``"float32"`` or ``"bfloat16"``: the layers' computation; parameters,
+      the softmax of the logits and the likelihood stay float32).
     key: PRNG key of the initialisation.
 
   Returns:

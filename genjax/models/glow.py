@@ -29,7 +29,11 @@ Config (``config.model``): ``name="glow"``, ``input_shape``, ``num_levels`` (2),
 conditioner), ``coupling`` (``"affine"`` | ``"additive"``), ``scale`` (``"sigmoid"`` |
 ``"tanh"``), ``permutation`` (``"conv1x1_lu"`` | ``"conv1x1"`` | ``"reverse"`` |
 ``"shuffle"`` | ``"none"``), ``actnorm`` (True), ``preprocess`` (``"center"`` |
-``"logit"``), ``alpha`` (0.05, logit only), ``activation`` (``"relu"``).
+``"logit"``), ``alpha`` (0.05, logit only), ``activation`` (``"relu"``), ``dtype``
+(``"float32"`` | ``"bfloat16"``: the couplings' conditioners and the split priors'
+convolutions compute in it; parameters, images, latents, ActNorm, the invertible 1x1
+convolutions and their log|det|, every log-determinant and the prior log-densities
+stay float32).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from genjax import nn
 from genjax.models import flow
 # The family protocol, the same for every flow: see genjax.models.flow.
 from genjax.models.flow import (LIKELIHOOD, forward, initialize, inverse,  # noqa: F401
@@ -44,18 +49,21 @@ from genjax.models.flow import (LIKELIHOOD, forward, initialize, inverse,  # noq
 from genjax.nn import flows
 _DEFAULTS = dict(name="glow", input_shape=None, num_levels=2, num_steps=8, hidden=64,
                  num_blocks=1, coupling="affine", scale="sigmoid", permutation="conv1x1_lu",
-                 actnorm=True, preprocess="center", alpha=0.05, activation="relu")
+                 actnorm=True, preprocess="center", alpha=0.05, activation="relu",
+                 dtype="float32")
 _CHOICES = dict(coupling=flows.COUPLINGS, scale=flows.SCALES, permutation=flows.PERMUTATIONS,
-                preprocess=flows.PREPROCESSING, actnorm=(True, False))
+                preprocess=flows.PREPROCESSING, actnorm=(True, False), dtype=tuple(nn.DTYPES))
 
 
 class Glow(nnx.Module):
   """The multi-scale Glow flow; see the module docstring for the layout."""
 
   def __init__(self, input_shape, num_levels, num_steps, hidden, num_blocks, coupling,
-               scale, permutation, actnorm, preprocess, alpha, activation, *,
-               rngs: nnx.Rngs):
+               scale, permutation, actnorm, preprocess, alpha, activation,
+               dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
+    # the networks' computation (None: float32); see genjax.nn.flows for what stays float32
+    self.dtype = nn.compute_dtype(dtype)
     self.preprocess, self.alpha = preprocess, float(alpha)
     h, w, c = self.input_shape
     stacks, priors, latent_shapes = [], [], []
@@ -64,9 +72,9 @@ class Glow(nnx.Module):
       stacks.append(flows.FlowStack(
           num_steps, c, actnorm=actnorm, permutation=permutation, mask="channel",
           coupling=coupling, scale=scale, hidden=hidden, num_blocks=num_blocks,
-          activation=activation, rngs=rngs))
+          activation=activation, dtype=self.dtype, rngs=rngs))
       if level + 1 < num_levels:
-        priors.append(flows.SplitPrior(c, rngs=rngs))
+        priors.append(flows.SplitPrior(c, dtype=self.dtype, rngs=rngs))
         latent_shapes.append((h, w, c - c // 2))
         c = c // 2
     latent_shapes.append((h, w, c))

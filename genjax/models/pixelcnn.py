@@ -10,6 +10,9 @@ spot" above-right of each pixel; `genjax.models.gated_pixelcnn` has none).
 Likelihoods: ``"bernoulli"`` (one logit per sub-pixel) for binarized images and
 ``"categorical"`` (a 256-way softmax per sub-pixel) for 8-bit images.
 
+``dtype="bfloat16"``: every layer computes in bfloat16 (parameters, sampling caches,
+the logits' softmax and the likelihood stay float32).
+
 Sampling: ``method="cached"`` keeps a ring buffer of each spatial layer's last
 input rows and evaluates one position per step (Ramachandran et al. 2017);
 ``method="naive"`` reruns the whole network at each sub-pixel. For the same key
@@ -23,39 +26,41 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genjax import compiled
+from genjax import nn
 from genjax.models import autoregressive as ar
 from genjax.nn import masked
 
 LIKELIHOOD = "exact"
 _DEFAULTS = dict(name="pixelcnn", input_shape=None, likelihood="bernoulli", features=32,
-                 num_layers=5, first_kernel_size=7, kernel_size=3, output_features=32)
-_CHOICES = {"likelihood": ar.LIKELIHOODS}
+                 num_layers=5, first_kernel_size=7, kernel_size=3, output_features=32,
+                 dtype="float32")
+_CHOICES = {"likelihood": ar.LIKELIHOODS, "dtype": tuple(nn.DTYPES)}
 
 
 class _Block(nnx.Module):
   """A residual block ``h + 1x1_B(relu(kxk_B(relu(h))))``."""
 
-  def __init__(self, features, kernel_size, num_groups, *, rngs):
-    self.conv = masked.causal(features, features, kernel_size, "B", num_groups=num_groups,
-                              rngs=rngs)
-    self.proj = masked.causal(features, features, 1, "B", num_groups=num_groups, rngs=rngs)
+  def __init__(self, features, kernel_size, num_groups, *, dtype, rngs):
+    kw = dict(num_groups=num_groups, dtype=dtype, rngs=rngs)
+    self.conv = masked.causal(features, features, kernel_size, "B", **kw)
+    self.proj = masked.causal(features, features, 1, "B", **kw)
 
 
 class PixelCNN(nnx.Module):
   """The PixelCNN network; see `build` for the fields."""
 
   def __init__(self, input_shape, likelihood, features, num_layers, first_kernel_size,
-               kernel_size, output_features, *, rngs: nnx.Rngs):
+               kernel_size, output_features, dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
     self.likelihood = likelihood
+    self.dtype = nn.compute_dtype(dtype)  # of the layers; None: float32
     c = self.input_shape[-1]
-    self.input_conv = masked.causal(c, features, first_kernel_size, "A", num_groups=c,
-                                    rngs=rngs)
-    self.blocks = nnx.List([_Block(features, kernel_size, c, rngs=rngs)
+    kw = dict(num_groups=c, dtype=self.dtype, rngs=rngs)
+    self.input_conv = masked.causal(c, features, first_kernel_size, "A", **kw)
+    self.blocks = nnx.List([_Block(features, kernel_size, c, dtype=self.dtype, rngs=rngs)
                             for _ in range(num_layers)])
-    self.out1 = masked.causal(features, output_features, 1, "B", num_groups=c, rngs=rngs)
-    self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B",
-                              num_groups=c, rngs=rngs)
+    self.out1 = masked.causal(features, output_features, 1, "B", **kw)
+    self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B", **kw)
 
   def __call__(self, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
     """Logits ``[B, H, W, C]`` or ``[B, H, W, C, 256]`` for inputs in [-1, 1]."""
@@ -73,7 +78,9 @@ def build(config, key: jax.Array) -> PixelCNN:
       ``likelihood`` (``"bernoulli"`` for 0/1 images, ``"categorical"`` for 0..255),
       ``features`` (width of every hidden layer, at least C), ``num_layers``
       (residual blocks), ``first_kernel_size`` (the mask-A layer, odd),
-      ``kernel_size`` (the mask-B layers, odd) and ``output_features``.
+      ``kernel_size`` (the mask-B layers, odd), ``output_features`` and ``dtype``
+      (``"float32"`` or ``"bfloat16"``: the layers' computation; parameters, the
+      softmax of the logits and the likelihood stay float32).
     key: PRNG key of the initialisation.
 
   Returns:

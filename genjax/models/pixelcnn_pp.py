@@ -31,10 +31,15 @@ layer advances from caches of its inputs, each scale at its own rate, after
 Ramachandran et al. 2017) or ``method="naive"`` (a ``lax.scan`` over the pixels
 that reruns the network at each one); both give the same images for the same
 key. PixelCNN++ models 8-bit data only.
+
+``dtype="bfloat16"``: the network computes in bfloat16; parameters, sampling caches,
+the mixture parameters (promoted to float32), the channel coupling, the
+discretized logistic mixture likelihood and its logsumexp stay float32.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
@@ -52,7 +57,7 @@ from genjax.nn import shifted
 
 LIKELIHOOD = "exact"
 _DEFAULTS = dict(name="pixelcnn_pp", input_shape=None, features=32, num_resnet=2,
-                 num_scales=3, num_mixtures=10, dropout=0.0)
+                 num_scales=3, num_mixtures=10, dropout=0.0, dtype="float32")
 
 
 def concat_elu(x: jax.Array) -> jax.Array:
@@ -66,12 +71,14 @@ _KERNELS = {"down": (2, 3), "down_right": (2, 2)}
 class _GatedResnet(nnx.Module):
   """``x + a * sigmoid(b)`` with an optional auxiliary input (``gated_resnet``)."""
 
-  def __init__(self, features, kind, aux_features, *, rngs):
+  def __init__(self, features, kind, aux_features, *, dtype, rngs):
     kernel = _KERNELS[kind]
-    self.conv1 = shifted.ShiftedConv(2 * features, features, kind, kernel, rngs=rngs)
-    self.aux = layers.linear(2 * aux_features, features, rngs=rngs) if aux_features else None
+    self.conv1 = shifted.ShiftedConv(2 * features, features, kind, kernel, dtype=dtype,
+                                     rngs=rngs)
+    self.aux = (layers.linear(2 * aux_features, features, dtype=dtype, rngs=rngs)
+                if aux_features else None)
     self.conv2 = shifted.ShiftedConv(2 * features, 2 * features, kind, kernel,
-                                     init_scale=0.1, rngs=rngs)
+                                     init_scale=0.1, dtype=dtype, rngs=rngs)
 
   def __call__(self, x, aux, key, rate):
     c = self.conv1(concat_elu(x))
@@ -81,40 +88,43 @@ class _GatedResnet(nnx.Module):
     return x + a * jax.nn.sigmoid(b)
 
 
-def _blocks(n, features, kind, aux_features, rngs):
-  return nnx.List([_GatedResnet(features, kind, aux_features, rngs=rngs) for _ in range(n)])
+def _blocks(n, features, kind, aux_features, dtype, rngs):
+  return nnx.List([_GatedResnet(features, kind, aux_features, dtype=dtype, rngs=rngs)
+                   for _ in range(n)])
 
 
 class PixelCNNPP(nnx.Module):
   """The PixelCNN++ network; see `build` for the fields."""
 
   def __init__(self, input_shape, features, num_resnet, num_scales, num_mixtures, dropout,
-               *, rngs: nnx.Rngs):
+               dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
     self.num_mixtures, self.dropout = num_mixtures, float(dropout)
+    self.dtype = dt = layers.compute_dtype(dtype)  # of the network; None: float32
     c, f = self.input_shape[-1], features
-    conv, convt = shifted.ShiftedConv, shifted.ShiftedConvTranspose
+    conv = functools.partial(shifted.ShiftedConv, dtype=dt, rngs=rngs)
+    convt = functools.partial(shifted.ShiftedConvTranspose, dtype=dt, rngs=rngs)
     # Inputs get a channel of ones, so that the network can tell image from padding.
-    self.u_in = conv(c + 1, f, "down", (2, 3), rngs=rngs)
-    self.ul_in_above = conv(c + 1, f, "down", (1, 3), rngs=rngs)
-    self.ul_in_left = conv(c + 1, f, "down_right", (2, 1), rngs=rngs)
+    self.u_in = conv(c + 1, f, "down", (2, 3))
+    self.ul_in_above = conv(c + 1, f, "down", (1, 3))
+    self.ul_in_left = conv(c + 1, f, "down_right", (2, 1))
     # Downsampling pass: scale s has num_resnet blocks; a strided conv between scales.
-    self.down_u = nnx.List([_blocks(num_resnet, f, "down", 0, rngs) for _ in range(num_scales)])
-    self.down_ul = nnx.List([_blocks(num_resnet, f, "down_right", f, rngs)
+    self.down_u = nnx.List([_blocks(num_resnet, f, "down", 0, dt, rngs)
+                            for _ in range(num_scales)])
+    self.down_ul = nnx.List([_blocks(num_resnet, f, "down_right", f, dt, rngs)
                              for _ in range(num_scales)])
-    self.down_u_stride = nnx.List([conv(f, f, "down", (2, 3), stride=2, rngs=rngs)
+    self.down_u_stride = nnx.List([conv(f, f, "down", (2, 3), stride=2)
                                    for _ in range(num_scales - 1)])
-    self.down_ul_stride = nnx.List([conv(f, f, "down_right", (2, 2), stride=2, rngs=rngs)
+    self.down_ul_stride = nnx.List([conv(f, f, "down_right", (2, 2), stride=2)
                                     for _ in range(num_scales - 1)])
     # Upsampling pass, coarsest scale first: every block reads one stored output.
     sizes = [num_resnet] + [num_resnet + 1] * (num_scales - 1)
-    self.up_u = nnx.List([_blocks(n, f, "down", f, rngs) for n in sizes])
-    self.up_ul = nnx.List([_blocks(n, f, "down_right", 2 * f, rngs) for n in sizes])
-    self.up_u_stride = nnx.List([convt(f, f, "down", (2, 3), rngs=rngs)
-                                 for _ in range(num_scales - 1)])
-    self.up_ul_stride = nnx.List([convt(f, f, "down_right", (2, 2), rngs=rngs)
+    self.up_u = nnx.List([_blocks(n, f, "down", f, dt, rngs) for n in sizes])
+    self.up_ul = nnx.List([_blocks(n, f, "down_right", 2 * f, dt, rngs) for n in sizes])
+    self.up_u_stride = nnx.List([convt(f, f, "down", (2, 3)) for _ in range(num_scales - 1)])
+    self.up_ul_stride = nnx.List([convt(f, f, "down_right", (2, 2))
                                   for _ in range(num_scales - 1)])
-    self.out = layers.linear(f, num_params(c, num_mixtures), rngs=rngs)
+    self.out = layers.linear(f, num_params(c, num_mixtures), dtype=dt, rngs=rngs)
 
   def __call__(self, x_BxHxWxC: jax.Array, key: jax.Array | None = None) -> Mixture:
     """The (uncoupled) mixture parameters at every pixel, for inputs in [-1, 1].
@@ -123,8 +133,8 @@ class PixelCNNPP(nnx.Module):
       x_BxHxWxC: images in [-1, 1].
       key: dropout randomness; None (the default) turns dropout off.
     """
-    return split_params(_network(self, x_BxHxWxC, key), self.input_shape[-1],
-                         self.num_mixtures)
+    out = layers.at_least_float32(_network(self, layers.to_compute(x_BxHxWxC, self.dtype), key))
+    return split_params(out, self.input_shape[-1], self.num_mixtures)
 
 
 def _network(model: PixelCNNPP, x_in, key):
@@ -172,7 +182,8 @@ def build(config, key: jax.Array) -> PixelCNNPP:
       (width of both streams), ``num_resnet`` (gated resnet blocks per scale in the
       downsampling pass; one more in the upsampling pass), ``num_scales``,
       ``num_mixtures`` (logistic components per pixel) and ``dropout`` (rate in
-      [0, 1), training only).
+      [0, 1), training only) and ``dtype`` (``"float32"`` or ``"bfloat16"``: the
+      network's computation; parameters, the mixture and its likelihood stay float32).
     key: PRNG key of the initialisation.
 
   Returns:
@@ -191,7 +202,7 @@ def build(config, key: jax.Array) -> PixelCNNPP:
 
 
 def _parse(config) -> dict:
-  cfg = ar.parse_config(config, _DEFAULTS, {})
+  cfg = ar.parse_config(config, _DEFAULTS, {"dtype": tuple(layers.DTYPES)})
   rate = cfg["dropout"]
   if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
     raise ValueError(f"config.model.dropout must be a rate in [0, 1), got {rate!r}")
@@ -327,7 +338,7 @@ def _init_caches(model: PixelCNNPP, num: int) -> dict:
         caches[f"{stream}/down/{s}/{b}"] = (block.conv1.init_cache(*size(s)),
                                             block.conv2.init_cache(*size(s)))
         if stream == "u":
-          caches[f"urow/down/{s}/{b}"] = jnp.zeros((num, w // 2 ** s, features))
+          caches[f"urow/down/{s}/{b}"] = jnp.zeros((num, w // 2 ** s, features), model.dtype)
       if s < num_scales - 1:
         caches[f"{stream}/dstride/{s}"] = getattr(
             model, f"down_{stream}_stride")[s].init_cache(*size(s))
@@ -337,7 +348,7 @@ def _init_caches(model: PixelCNNPP, num: int) -> dict:
         caches[f"{stream}/up/{level}/{b}"] = (block.conv1.init_cache(*size(s)),
                                               block.conv2.init_cache(*size(s)))
         if stream == "u":
-          caches[f"urow/up/{level}/{b}"] = jnp.zeros((num, w // 2 ** s, features))
+          caches[f"urow/up/{level}/{b}"] = jnp.zeros((num, w // 2 ** s, features), model.dtype)
       if level > 0:  # the transposed convolution's input: the coarser scale
         caches[f"{stream}/ustride/{level}"] = getattr(
             model, f"up_{stream}_stride")[level - 1].init_cache(*size(s + 1))
@@ -429,7 +440,7 @@ def _ul_pixel(model: PixelCNNPP, caches: dict, i, j, active) -> tuple[Mixture, d
       name = f"ul/ustride/{level + 1}"
       caches[name] = model.up_ul_stride[level].write(caches[name], *at(s), ul)
   assert not uls
-  out = model.out(jax.nn.elu(ul))
+  out = layers.at_least_float32(model.out(jax.nn.elu(ul)))
   return split_params(out, model.input_shape[-1], model.num_mixtures), caches
 
 

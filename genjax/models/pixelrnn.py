@@ -24,6 +24,10 @@ pixels (tested by gradient for both cells, grey and colour).
 Likelihoods: ``"bernoulli"`` (one logit per sub-pixel) for binarized images and
 ``"categorical"`` (a 256-way softmax per sub-pixel) for 8-bit images.
 
+``dtype="bfloat16"``: the convolutions, the LSTMs' gates and hidden states compute in
+bfloat16; parameters, the LSTMs' cell states, the logits' softmax and the likelihood
+stay float32.
+
 Sampling: ``method="cached"`` (the default) evaluates one position per step from
 per-layer caches (`genjax.models.autoregressive.sample_cached`): the mask-A
 layer's input rows, each LSTM's hidden and cell states of the row above and of
@@ -38,6 +42,7 @@ import jax
 from flax import nnx
 
 from genjax import compiled
+from genjax import nn
 from genjax.models import autoregressive as ar
 from genjax.nn import masked
 from genjax.nn import recurrent
@@ -46,40 +51,42 @@ LIKELIHOOD = "exact"
 CELLS = ("row_lstm", "diagonal_bilstm")
 _DEFAULTS = dict(name="pixelrnn", input_shape=None, likelihood="bernoulli",
                  cell="diagonal_bilstm", features=16, num_layers=2, first_kernel_size=7,
-                 kernel_size=3, output_features=32)
-_CHOICES = {"likelihood": ar.LIKELIHOODS, "cell": CELLS}
+                 kernel_size=3, output_features=32, dtype="float32")
+_CHOICES = {"likelihood": ar.LIKELIHOODS, "cell": CELLS, "dtype": tuple(nn.DTYPES)}
 
 
 class _Layer(nnx.Module):
   """A residual LSTM layer ``h + 1x1_B(lstm(h))`` (figure 5 of the paper; see `_network`)."""
 
-  def __init__(self, cell, features, kernel_size, num_groups, reads_image, *, rngs):
+  def __init__(self, cell, features, kernel_size, num_groups, reads_image, *, dtype, rngs):
     self.reads_image = reads_image and cell == "diagonal_bilstm"
     if cell == "row_lstm":
-      self.lstm = recurrent.RowLSTM(features, features, kernel_size, num_groups, rngs=rngs)
+      self.lstm = recurrent.RowLSTM(features, features, kernel_size, num_groups, dtype=dtype,
+                                    rngs=rngs)
     else:
       self.lstm = recurrent.DiagonalBiLSTM(
           features, features, num_groups, image_features=num_groups if reads_image else 0,
-          rngs=rngs)
-    self.proj = masked.causal(features, features, 1, "B", num_groups=num_groups, rngs=rngs)
+          dtype=dtype, rngs=rngs)
+    self.proj = masked.causal(features, features, 1, "B", num_groups=num_groups, dtype=dtype,
+                              rngs=rngs)
 
 
 class PixelRNN(nnx.Module):
   """The PixelRNN network; see `build` for the fields."""
 
   def __init__(self, input_shape, likelihood, cell, features, num_layers, first_kernel_size,
-               kernel_size, output_features, *, rngs: nnx.Rngs):
+               kernel_size, output_features, dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
     self.likelihood = likelihood
     self.cell = cell
+    self.dtype = nn.compute_dtype(dtype)  # of the layers; None: float32
     c = self.input_shape[-1]
-    self.input_conv = masked.causal(c, features, first_kernel_size, "A", num_groups=c,
-                                    rngs=rngs)
-    self.layers = nnx.List([_Layer(cell, features, kernel_size, c, l == 0, rngs=rngs)
-                            for l in range(num_layers)])
-    self.out1 = masked.causal(features, output_features, 1, "B", num_groups=c, rngs=rngs)
-    self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B",
-                              num_groups=c, rngs=rngs)
+    kw = dict(num_groups=c, dtype=self.dtype, rngs=rngs)
+    self.input_conv = masked.causal(c, features, first_kernel_size, "A", **kw)
+    self.layers = nnx.List([_Layer(cell, features, kernel_size, c, l == 0, dtype=self.dtype,
+                                   rngs=rngs) for l in range(num_layers)])
+    self.out1 = masked.causal(features, output_features, 1, "B", **kw)
+    self.out2 = masked.causal(output_features, c * ar.num_outputs(likelihood), 1, "B", **kw)
 
   def __call__(self, x_BxHxWxC: jax.Array, labels=None) -> jax.Array:
     """Logits ``[B, H, W, C]`` or ``[B, H, W, C, 256]`` for inputs in [-1, 1]."""
@@ -114,8 +121,10 @@ def build(config, key: jax.Array) -> PixelRNN:
       and residual width, at least C), ``num_layers`` (LSTM layers),
       ``first_kernel_size`` (the mask-A layer, odd), ``kernel_size`` (odd k of the
       Row LSTM's ``1 x k`` state-to-state convolution; the Diagonal BiLSTM's
-      kernels are fixed, 1x1 input-to-state and 2x1 state-to-state) and
-      ``output_features``.
+      kernels are fixed, 1x1 input-to-state and 2x1 state-to-state),
+      ``output_features`` and ``dtype`` (``"float32"`` or ``"bfloat16"``: the layers'
+      computation; parameters, cell states, the softmax of the logits and the
+      likelihood stay float32).
     key: PRNG key of the initialisation.
 
   Returns:

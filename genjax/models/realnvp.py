@@ -36,7 +36,10 @@ Config (``config.model``): ``name="realnvp"``, ``input_shape``, ``num_levels`` (
 ``permutation`` (mixing in the channel-wise blocks: ``"none"`` alternates the halves
 as in the paper; ``"reverse"``, ``"shuffle"``, ``"conv1x1"``, ``"conv1x1_lu"``),
 ``actnorm`` (True), ``preprocess`` (``"logit"`` | ``"center"``), ``alpha`` (0.05),
-``activation`` (``"relu"``).
+``activation`` (``"relu"``), ``dtype`` (``"float32"`` | ``"bfloat16"``: the couplings'
+conditioners and the split priors' convolutions compute in it; parameters, images,
+latents, ActNorm, the 1x1 convolutions, every log-determinant and the prior
+log-densities stay float32).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from genjax import nn
 from genjax.models import flow
 # The family protocol, the same for every flow: see genjax.models.flow.
 from genjax.models.flow import (LIKELIHOOD, forward, initialize, inverse,  # noqa: F401
@@ -51,21 +55,24 @@ from genjax.models.flow import (LIKELIHOOD, forward, initialize, inverse,  # noq
 from genjax.nn import flows
 _DEFAULTS = dict(name="realnvp", input_shape=None, num_levels=2, num_steps=2, hidden=64,
                  num_blocks=2, coupling="affine", scale="tanh", permutation="none",
-                 actnorm=True, preprocess="logit", alpha=0.05, activation="relu")
+                 actnorm=True, preprocess="logit", alpha=0.05, activation="relu",
+                 dtype="float32")
 _CHOICES = dict(coupling=flows.COUPLINGS, scale=flows.SCALES, permutation=flows.PERMUTATIONS,
-                preprocess=flows.PREPROCESSING, actnorm=(True, False))
+                preprocess=flows.PREPROCESSING, actnorm=(True, False), dtype=tuple(nn.DTYPES))
 
 
 class RealNVP(nnx.Module):
   """The multi-scale RealNVP flow; see the module docstring for the layout."""
 
   def __init__(self, input_shape, num_levels, num_steps, hidden, num_blocks, coupling,
-               scale, permutation, actnorm, preprocess, alpha, activation, *,
-               rngs: nnx.Rngs):
+               scale, permutation, actnorm, preprocess, alpha, activation,
+               dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape = tuple(input_shape)
+    # the networks' computation (None: float32); see genjax.nn.flows for what stays float32
+    self.dtype = nn.compute_dtype(dtype)
     self.preprocess, self.alpha = preprocess, float(alpha)
     kw = dict(actnorm=actnorm, coupling=coupling, scale=scale, hidden=hidden,
-              num_blocks=num_blocks, activation=activation, rngs=rngs)
+              num_blocks=num_blocks, activation=activation, dtype=self.dtype, rngs=rngs)
     h, w, c = self.input_shape
     checker, channel, priors, latent_shapes = [], [], [], []
     for _ in range(num_levels):
@@ -74,7 +81,7 @@ class RealNVP(nnx.Module):
       h, w, c = h // 2, w // 2, 4 * c
       channel.append(flows.FlowStack(num_steps, c, mask="channel",
                                      permutation=permutation, **kw))
-      priors.append(flows.SplitPrior(c, rngs=rngs))
+      priors.append(flows.SplitPrior(c, dtype=self.dtype, rngs=rngs))
       latent_shapes.append((h, w, c - c // 2))
       c = c // 2
     self.final = flows.FlowStack(num_steps, c, mask="checkerboard", permutation="none", **kw)

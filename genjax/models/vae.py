@@ -44,7 +44,7 @@ class VAE(nnx.Module):
     self.input_shape = tuple(input_shape)
     # the computation's dtype; None (float32) leaves it to the inputs and parameters
     # (float64 under jax_enable_x64 in the gradient checks)
-    self.dtype = None if dtype == "float32" else nn.DTYPES[dtype]
+    self.dtype = nn.compute_dtype(dtype)
     self.likelihood = likelihood
     self.latent_dim = latent_dim
     self.architecture = architecture
@@ -150,14 +150,6 @@ def check_config(config) -> None:
         f"{want[likelihood]!r} or change the likelihood")
 
 
-def _to_compute(model: VAE, x: jax.Array) -> jax.Array:
-  return x if model.dtype is None else x.astype(model.dtype)
-
-
-def _at_least_float32(x: jax.Array) -> jax.Array:  # bfloat16 -> float32, float64 kept
-  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
-
-
 def encode(model: VAE, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
   """The approximate posterior q(z|x) = N(mean, diag(exp(log_var))).
 
@@ -172,7 +164,7 @@ def encode(model: VAE, x_BxHxWxC: jax.Array) -> tuple[jax.Array, jax.Array]:
   x_BxHxWxC = jnp.asarray(x_BxHxWxC, jnp.float32) * (2.0 / top) - 1.0
   if model.architecture == "mlp":
     x_BxHxWxC = x_BxHxWxC.reshape(x_BxHxWxC.shape[0], -1)
-  out_Bx2L = _at_least_float32(model.encoder(_to_compute(model, x_BxHxWxC)))
+  out_Bx2L = nn.at_least_float32(model.encoder(nn.to_compute(x_BxHxWxC, model.dtype)))
   return out_Bx2L[:, :model.latent_dim], out_Bx2L[:, model.latent_dim:]
 
 
@@ -189,8 +181,8 @@ def decode(model: VAE, z_BxL: jax.Array) -> dict[str, jax.Array]:
     `genjax.distributions.discretized_logistic_mixture_log_prob`) for the
     discretized logistic (Salimans et al., "PixelCNN++", ICLR 2017).
   """
-  out_BxHxWxP = _at_least_float32(model.decoder(_to_compute(model, z_BxL))).reshape(
-      z_BxL.shape[0], *model.input_shape[:2], -1)
+  out_BxHxWxP = nn.at_least_float32(model.decoder(nn.to_compute(z_BxL, model.dtype)))
+  out_BxHxWxP = out_BxHxWxP.reshape(z_BxL.shape[0], *model.input_shape[:2], -1)
   if model.likelihood == "bernoulli":
     return {"logits": out_BxHxWxP}
   c = model.input_shape[-1]

@@ -10,6 +10,8 @@ from genjax.nn.layers import Downsample
 from genjax.nn.layers import MLP
 from genjax.nn.layers import ResBlock
 from genjax.nn.layers import Upsample
+from genjax.nn.layers import at_least_float32
+from genjax.nn.layers import compute_dtype
 from genjax.nn.layers import conv
 from genjax.nn.layers import crop
 from genjax.nn.layers import dropout
@@ -17,6 +19,7 @@ from genjax.nn.layers import downsampled_size
 from genjax.nn.layers import get_activation
 from genjax.nn.layers import kernel_init
 from genjax.nn.layers import linear
+from genjax.nn.layers import to_compute
 from genjax.nn.layers import upsample_nearest
 
 __all__ = [
@@ -28,6 +31,8 @@ __all__ = [
     "MLP",
     "ResBlock",
     "Upsample",
+    "at_least_float32",
+    "compute_dtype",
     "conv",
     "crop",
     "dropout",
@@ -35,5 +40,6 @@ __all__ = [
     "get_activation",
     "kernel_init",
     "linear",
+    "to_compute",
     "upsample_nearest",
 ]

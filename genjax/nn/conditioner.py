@@ -14,6 +14,7 @@ from flax import nnx
 
 from genjax.nn import dense
 from genjax.nn.layers import get_activation
+from genjax.nn.layers import to_compute
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
@@ -84,32 +85,39 @@ class Conv(nnx.Module):
 
   ``zero_init=True`` is Glow's ``Conv2dZeros``: kernel and bias start at zero and the
   output is multiplied by a learned per-channel ``exp(3 * log_gain)`` (``log_gain``
-  starts at 0), so the layer starts at zero and can grow quickly.
+  starts at 0), so the layer starts at zero and can grow quickly. ``dtype``: the
+  computation's (input, kernel, bias and gain cast to it; parameters float32); None
+  computes in the inputs' and parameters' dtype.
   """
 
   def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, *,
-               zero_init: bool = False, rngs: nnx.Rngs):
+               zero_init: bool = False, dtype=None, rngs: nnx.Rngs):
     if kernel_size % 2 != 1:
       raise ValueError(f"kernel_size must be odd, got {kernel_size}")
     shape = (kernel_size, kernel_size, in_channels, out_channels)
     init = nnx.initializers.zeros_init() if zero_init else nnx.initializers.lecun_normal()
     self.kernel = nnx.Param(init(rngs.params(), shape, jnp.float32))
     self.bias = nnx.Param(jnp.zeros((out_channels,), jnp.float32))
-    self.zero_init = zero_init
+    self.zero_init, self.dtype = zero_init, dtype
     if zero_init:
       self.log_gain = nnx.Param(jnp.zeros((out_channels,), jnp.float32))
 
   def __call__(self, x_BxHxWxI):
-    y = conv_same(x_BxHxWxI, self.kernel[...]) + self.bias[...]
-    return y * jnp.exp(3.0 * self.log_gain[...]) if self.zero_init else y
+    x, kernel, bias = (to_compute(a, self.dtype)
+                       for a in (x_BxHxWxI, self.kernel[...], self.bias[...]))
+    y = conv_same(x, kernel) + bias
+    if not self.zero_init:
+      return y
+    return y * to_compute(jnp.exp(3.0 * self.log_gain[...]), self.dtype)
 
 
 class ResBlock(nnx.Module):
   """Pre-activation residual block ``x + conv(act(conv(act(x))))``, second conv zero."""
 
-  def __init__(self, channels: int, *, activation: str = "relu", rngs: nnx.Rngs):
-    self.conv1 = Conv(channels, channels, 3, rngs=rngs)
-    self.conv2 = Conv(channels, channels, 3, zero_init=True, rngs=rngs)
+  def __init__(self, channels: int, *, activation: str = "relu", dtype=None,
+               rngs: nnx.Rngs):
+    self.conv1 = Conv(channels, channels, 3, dtype=dtype, rngs=rngs)
+    self.conv2 = Conv(channels, channels, 3, zero_init=True, dtype=dtype, rngs=rngs)
     self.activation = get_activation(activation)
 
   def __call__(self, x_BxHxWxC):
@@ -121,16 +129,18 @@ class ConvResNet(nnx.Module):
 
   With ``num_blocks=0`` this is Glow's ``NN`` (without its ActNorms). The last
   convolution starts at zero (kernel and bias), so a coupling layer starts as the
-  identity (Glow's ``Conv2dZeros``).
+  identity (Glow's ``Conv2dZeros``). Every convolution computes in ``dtype`` (None:
+  the inputs' and parameters'), so does the output.
   """
 
   def __init__(self, in_channels: int, hidden: int, out_channels: int, *,
-               num_blocks: int = 1, activation: str = "relu", rngs: nnx.Rngs):
-    self.conv_in = Conv(in_channels, hidden, 3, rngs=rngs)
-    self.conv_mid = Conv(hidden, hidden, 1, rngs=rngs)
-    self.blocks = nnx.List([ResBlock(hidden, activation=activation, rngs=rngs)
+               num_blocks: int = 1, activation: str = "relu", dtype=None,
+               rngs: nnx.Rngs):
+    self.conv_in = Conv(in_channels, hidden, 3, dtype=dtype, rngs=rngs)
+    self.conv_mid = Conv(hidden, hidden, 1, dtype=dtype, rngs=rngs)
+    self.blocks = nnx.List([ResBlock(hidden, activation=activation, dtype=dtype, rngs=rngs)
                             for _ in range(num_blocks)])
-    self.conv_out = Conv(hidden, out_channels, 3, zero_init=True, rngs=rngs)
+    self.conv_out = Conv(hidden, out_channels, 3, zero_init=True, dtype=dtype, rngs=rngs)
     self.activation = get_activation(activation)
 
   def __call__(self, x_BxHxWxC):

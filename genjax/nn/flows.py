@@ -15,6 +15,14 @@ compile time does not grow with K. The couplings' conditioner is
 `genjax.nn.conditioner.ConvResNet`; the protocol the flow families share (likelihood,
 sampling, initialisation) is `genjax.models.flow`.
 
+Mixed precision (``dtype=jnp.bfloat16``): only the networks compute in bfloat16, the
+couplings' conditioners and the split priors' convolutions; their outputs are
+promoted to float32 before they are used. The flow's own path stays float32: the
+images and latents, ActNorm (and its data-dependent statistics), the invertible 1x1
+convolution and its log-determinant, the affine maps and every log-determinant and
+its sums, so that ``inverse`` undoes ``forward`` as exactly as in float32 (a coupling's
+conditioner sees the same input both ways).
+
 References:
   Dinh, Sohl-Dickstein & Bengio, "Density estimation using Real NVP", ICLR 2017.
   Kingma & Dhariwal, "Glow: Generative flow with invertible 1x1 convolutions",
@@ -33,6 +41,7 @@ from flax import nnx
 
 from genjax.nn.conditioner import Conv
 from genjax.nn.conditioner import ConvResNet
+from genjax.nn.layers import at_least_float32
 
 MASKS = ("checkerboard", "channel")
 COUPLINGS = ("affine", "additive")
@@ -110,11 +119,13 @@ class AffineCoupling(nnx.Module):
   The scale is bounded: ``"sigmoid"`` is Glow's ``sigmoid(h + 2)`` divided by
   ``sigmoid(2)`` (so ``h = 0`` is the identity; ``s`` in ``(0, 1.14)``), ``"tanh"``
   is RealNVP's ``log s = scale_C * tanh(h)`` with a learned ``scale_C`` (init 1).
+  The conditioner computes in ``dtype`` (None: float32); shift and scale are float32.
   """
 
   def __init__(self, channels: int, *, mask: str = "channel", parity: int = 0,
                coupling: str = "affine", scale: str = "sigmoid", hidden: int = 64,
-               num_blocks: int = 1, activation: str = "relu", rngs: nnx.Rngs):
+               num_blocks: int = 1, activation: str = "relu", dtype=None,
+               rngs: nnx.Rngs):
     for name, value, allowed in (("mask", mask, MASKS), ("coupling", coupling, COUPLINGS),
                                  ("scale", scale, SCALES)):
       if value not in allowed:
@@ -127,7 +138,7 @@ class AffineCoupling(nnx.Module):
     self.num_trans = channels - channels // 2 if mask == "channel" else channels
     out = self.num_trans * (2 if coupling == "affine" else 1)
     self.net = ConvResNet(num_cond, hidden, out, num_blocks=num_blocks,
-                          activation=activation, rngs=rngs)
+                          activation=activation, dtype=dtype, rngs=rngs)
     if coupling == "affine" and scale == "tanh":
       self.tanh_scale = nnx.Param(jnp.ones((self.num_trans,), jnp.float32))
 
@@ -140,7 +151,7 @@ class AffineCoupling(nnx.Module):
     return jnp.concatenate([cond, trans] if self.parity == 0 else [trans, cond], -1)
 
   def _shift_log_scale(self, cond):
-    out = self.net(cond)
+    out = at_least_float32(self.net(cond))
     shift = out[..., :self.num_trans]
     if self.coupling == "additive":
       return shift, jnp.zeros_like(shift)
@@ -262,16 +273,17 @@ class SplitPrior(nnx.Module):
   ``x = [x_a, x_b]``; a zero-initialised conv3x3 of the kept ``x_a`` gives ``mean`` and
   ``log_scale`` of ``x_b``. ``forward`` returns ``(x_a, z, logdet_B)`` with the
   standardised ``z = (x_b - mean) exp(-log_scale)`` (standard normal under the model)
-  and ``logdet = -sum(log_scale)``, so ``log N(z) + logdet = log p(x_b | x_a)``.
+  and ``logdet = -sum(log_scale)``, so ``log N(z) + logdet = log p(x_b | x_a)``. The
+  convolution computes in ``dtype`` (None: float32); mean and log-scale are float32.
   """
 
-  def __init__(self, channels: int, *, rngs: nnx.Rngs):
+  def __init__(self, channels: int, *, dtype=None, rngs: nnx.Rngs):
     self.num_keep = channels // 2
     out = channels - self.num_keep
-    self.conv = Conv(self.num_keep, 2 * out, 3, zero_init=True, rngs=rngs)
+    self.conv = Conv(self.num_keep, 2 * out, 3, zero_init=True, dtype=dtype, rngs=rngs)
 
   def _mean_log_scale(self, keep):
-    out = self.conv(keep)
+    out = at_least_float32(self.conv(keep))
     n = out.shape[-1] // 2
     return out[..., :n], out[..., n:]
 
@@ -326,13 +338,14 @@ class FlowStep(nnx.Module):
   ``permutation`` is ``"none"`` (two couplings of parity 0 and 1, RealNVP's
   alternating masks), ``"reverse"`` or ``"shuffle"`` (a fixed permutation then one
   coupling), or ``"conv1x1"`` / ``"conv1x1_lu"`` (Glow's invertible 1x1 convolution
-  then one coupling).
+  then one coupling). ``dtype``: the couplings' conditioners' computation (None:
+  float32); the rest of the step is float32.
   """
 
   def __init__(self, channels: int, *, actnorm: bool = True, permutation: str = "conv1x1_lu",
                mask: str = "channel", coupling: str = "affine", scale: str = "sigmoid",
                hidden: int = 64, num_blocks: int = 1, activation: str = "relu",
-               rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     if permutation not in PERMUTATIONS:
       raise ValueError(f"permutation must be one of {', '.join(map(repr, PERMUTATIONS))}; "
                        f"got {permutation!r}")
@@ -342,7 +355,7 @@ class FlowStep(nnx.Module):
     elif permutation in ("conv1x1", "conv1x1_lu"):
       layers.append(InvertibleConv1x1(channels, lu=permutation == "conv1x1_lu", rngs=rngs))
     kw = dict(mask=mask, coupling=coupling, scale=scale, hidden=hidden,
-              num_blocks=num_blocks, activation=activation, rngs=rngs)
+              num_blocks=num_blocks, activation=activation, dtype=dtype, rngs=rngs)
     layers.append(AffineCoupling(channels, parity=0, **kw))
     if permutation == "none":
       layers.append(AffineCoupling(channels, parity=1, **kw))

@@ -86,6 +86,23 @@ def kernel_init(init: nnx.Initializer | None = None) -> nnx.Initializer:
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def compute_dtype(name: str):
+  """The layers' ``dtype`` for ``config.model.dtype`` ``name``: None for float32 (the
+  inputs' and parameters' dtype, so float64 under ``jax_enable_x64`` in gradient
+  checks, and no casts at all), else the ``DTYPES`` entry."""
+  return None if name == "float32" else DTYPES[name]
+
+
+def to_compute(x: jax.Array, dtype) -> jax.Array:
+  """``x`` in the compute ``dtype``; unchanged for None."""
+  return x if dtype is None else x.astype(dtype)
+
+
+def at_least_float32(x: jax.Array) -> jax.Array:
+  """bfloat16 to float32; float32 and float64 unchanged (no operation)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def linear(in_features: int, out_features: int, *, dtype=None,
            rngs: nnx.Rngs) -> nnx.Linear:
   """An ``nnx.Linear`` with the shared `kernel_init` (LeCun normal) and zero bias,

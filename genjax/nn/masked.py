@@ -21,6 +21,10 @@ which the mask would zero, cost nothing). Kernels are HWIO, images NHWC.
 For fast sampling (Ramachandran et al. 2017), `MaskedConv.at` computes the output
 at one position from a cache of the layer's earlier inputs (`init_cache`):
 O(kernel) work per position instead of O(image).
+
+``dtype=jnp.bfloat16`` computes in bfloat16 (inputs, kernel and bias cast to it, the
+output bfloat16; parameters and caches stay float32); None, the default, computes in
+the inputs' and parameters' dtype.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 from flax import nnx
 
 from genjax.nn.layers import kernel_init
+from genjax.nn.layers import to_compute
 
 MASK_TYPES = ("A", "B", None)
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -94,11 +99,12 @@ class MaskedConv(nnx.Module):
   The mask is applied to the kernel inside every call, so the masked taps get
   zero gradients and stay irrelevant. A 1x1 layer also accepts ``[..., I]``
   inputs (it is then a masked dense layer), which the cached samplers use.
+  ``dtype``: the computation's (see the module doc).
   """
 
   def __init__(self, in_features: int, out_features: int, kernel_size: Sequence[int],
                anchor: Sequence[int], mask_type: str | None, *, num_groups: int = 1,
-               out_tiles: int = 1, rngs: nnx.Rngs):
+               out_tiles: int = 1, dtype=None, rngs: nnx.Rngs):
     kh, kw = (int(k) for k in kernel_size)
     ah, aw = (int(a) for a in anchor)
     if not (0 <= ah < kh and 0 <= aw < kw):
@@ -111,6 +117,7 @@ class MaskedConv(nnx.Module):
       raise ValueError(f"out_features={out_features} is not divisible by out_tiles={out_tiles}")
     self.mask()  # validates the groups now rather than at the first call
     self.premasked = False  # set by `premask`: the kernel already holds its mask
+    self.dtype = dtype
     self.kernel = nnx.Param(kernel_init()(rngs.params(), (kh, kw, in_features, out_features)))
     self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
 
@@ -128,18 +135,23 @@ class MaskedConv(nnx.Module):
       return self.kernel[...]
     return self.kernel[...] * self.mask()
 
+  def _operands(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(x, masked kernel, bias)`` in the compute dtype."""
+    return tuple(to_compute(a, self.dtype)
+                 for a in (x, self.masked_kernel(), self.bias[...]))
+
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[B, H, W, I] -> [B, H, W, O]``, output ``(i, j)`` aligned with the anchor.
 
     A 1x1 layer maps ``[..., I] -> [..., O]`` for any leading axes."""
-    kernel = self.masked_kernel()
+    x, kernel, bias = self._operands(x)
     if self.kernel_size == (1, 1):
-      return x @ kernel[0, 0] + self.bias[...]
+      return x @ kernel[0, 0] + bias
     (kh, kw), (ah, aw) = self.kernel_size, self.anchor
     y = jax.lax.conv_general_dilated(
         x, kernel, (1, 1), ((ah, kh - 1 - ah), (aw, kw - 1 - aw)),
         dimension_numbers=_DIMENSIONS)
-    return y + self.bias[...]
+    return y + bias
 
   # ------------------------------------------------------------- cached evaluation
 
@@ -190,10 +202,9 @@ class MaskedConv(nnx.Module):
     kh, kw = self.kernel_size
     cache = self.write(cache, i, j, x_BxI)
     b, n = cache.shape[0], kh * kw * self.in_features
-    window_BxN = jax.lax.dynamic_slice(
-        cache, (0, i, j, 0), (b, kh, kw, self.in_features)).reshape(b, n)
-    y_BxO = window_BxN @ self.masked_kernel().reshape(n, self.out_features)
-    return y_BxO + self.bias[...], cache
+    window_BxN, kernel, bias = self._operands(jax.lax.dynamic_slice(
+        cache, (0, i, j, 0), (b, kh, kw, self.in_features)).reshape(b, n))
+    return window_BxN @ kernel.reshape(n, self.out_features) + bias, cache
 
   def row_at(self, cache: jax.Array, i, x_BxWxI: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Writes input row ``i`` into ``cache`` and returns output row ``i``, ``[B, W, O]``.
@@ -206,10 +217,11 @@ class MaskedConv(nnx.Module):
     kh, aw = self.kernel_size[0], self.anchor[1]
     cache = jax.lax.dynamic_update_slice(
         cache, x_BxWxI[:, None].astype(cache.dtype), (0, i + kh - 1, aw, 0))
-    rows_BxKhxWpxI = jax.lax.dynamic_slice_in_dim(cache, i, kh, axis=1)
-    y = jax.lax.conv_general_dilated(rows_BxKhxWpxI, self.masked_kernel(), (1, 1),
-                                     "VALID", dimension_numbers=_DIMENSIONS)
-    return y[:, 0] + self.bias[...], cache
+    rows_BxKhxWpxI, kernel, bias = self._operands(
+        jax.lax.dynamic_slice_in_dim(cache, i, kh, axis=1))
+    y = jax.lax.conv_general_dilated(rows_BxKhxWpxI, kernel, (1, 1), "VALID",
+                                     dimension_numbers=_DIMENSIONS)
+    return y[:, 0] + bias, cache
 
 
 def premask(module: nnx.Module) -> nnx.Module:
@@ -229,7 +241,8 @@ def premask(module: nnx.Module) -> nnx.Module:
 
 
 def causal(in_features: int, out_features: int, kernel_size: int, mask_type: str, *,
-           num_groups: int = 1, out_tiles: int = 1, rngs: nnx.Rngs) -> MaskedConv:
+           num_groups: int = 1, out_tiles: int = 1, dtype=None,
+           rngs: nnx.Rngs) -> MaskedConv:
   """A PixelCNN k x k masked convolution, stored as its ``(k // 2 + 1) x k`` upper part.
 
   Args:
@@ -239,6 +252,7 @@ def causal(in_features: int, out_features: int, kernel_size: int, mask_type: str
     mask_type: ``"A"`` or ``"B"``.
     num_groups: colour channels of the image (3 for RGB).
     out_tiles: output groups tiled this many times (2 for a gate's two halves).
+    dtype: the computation's (None: the inputs' and parameters').
     rngs: initialisation randomness.
 
   Returns:
@@ -252,4 +266,4 @@ def causal(in_features: int, out_features: int, kernel_size: int, mask_type: str
     raise ValueError(f"kernel_size must be odd, got {kernel_size}")
   p = kernel_size // 2
   return MaskedConv(in_features, out_features, (p + 1, kernel_size), (p, p), mask_type,
-                    num_groups=num_groups, out_tiles=out_tiles, rngs=rngs)
+                    num_groups=num_groups, out_tiles=out_tiles, dtype=dtype, rngs=rngs)

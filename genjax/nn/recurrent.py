@@ -25,6 +25,10 @@ neighbour), where every channel is already known. The LSTM update is elementwise
 per unit, so a unit of group ``g`` keeps the channel order of its gates.
 Outside the image (the skew's padding) states are held at zero.
 
+``dtype=jnp.bfloat16`` computes the gates (both convolutions) and the hidden states
+in bfloat16, with float32 parameters; the cell states, which accumulate along the
+scan, stay float32. None, the default, computes in the inputs' and parameters' dtype.
+
 References:
   van den Oord, Kalchbrenner & Kavukcuoglu, "Pixel Recurrent Neural Networks",
   ICML 2016 (sections 3.1 and 3.2, figure 2 and 3).
@@ -38,18 +42,28 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genjax.nn import masked
+from genjax.nn.layers import at_least_float32
 from genjax.nn.layers import kernel_init
+from genjax.nn.layers import to_compute
 
 
 def lstm_update(gates_Nx4F: jax.Array, c_NxF: jax.Array) -> tuple[jax.Array, jax.Array]:
   """One LSTM step from pre-activations ``[..., 4F]`` (i, f, o, g quarters).
 
   Returns:
-    ``(h, c)``, both ``[..., F]``: ``c' = s(f) c + s(i) tanh(g)``, ``h = s(o) tanh(c')``.
+    ``(h, c)``, both ``[..., F]``: ``c' = s(f) c + s(i) tanh(g)``, ``h = s(o) tanh(c')``;
+    ``h`` in the gates' dtype, ``c'`` in the wider of theirs and ``c``'s (float32 cell
+    states stay float32 under bfloat16 gates).
   """
   i, f, o, g = jnp.split(gates_Nx4F, 4, axis=-1)
   c = jax.nn.sigmoid(f) * c_NxF + jax.nn.sigmoid(i) * jnp.tanh(g)
-  return jax.nn.sigmoid(o) * jnp.tanh(c), c
+  return (jax.nn.sigmoid(o) * jnp.tanh(c)).astype(gates_Nx4F.dtype), c
+
+
+def _zero_states(shape, dtype) -> tuple[jax.Array, jax.Array]:
+  """Zero ``(h, c)``: ``h`` in ``dtype``, ``c`` in at least float32."""
+  h = jnp.zeros(shape, dtype)
+  return h, at_least_float32(h)
 
 
 def skew(x_BxHxWxF: jax.Array) -> jax.Array:
@@ -98,8 +112,8 @@ def row_lstm(pre_BxHxWx4F: jax.Array, kernel_KxFx4F: jax.Array) -> jax.Array:
     h_BxWxF, c_BxWxF = lstm_update(pre_BxWx4F + s_BxWx4F, c_BxWxF)
     return (h_BxWxF, c_BxWxF), h_BxWxF
 
-  zero = jnp.zeros((b, w, f4 // 4), pre_BxHxWx4F.dtype)
-  _, h_HxBxWxF = jax.lax.scan(step, (zero, zero), jnp.moveaxis(pre_BxHxWx4F, 1, 0))
+  zeros = _zero_states((b, w, f4 // 4), pre_BxHxWx4F.dtype)
+  _, h_HxBxWxF = jax.lax.scan(step, zeros, jnp.moveaxis(pre_BxHxWx4F, 1, 0))
   return jnp.moveaxis(h_HxBxWxF, 0, 1)
 
 
@@ -133,8 +147,8 @@ def diagonal_lstm(pre_DxBxHxWx4F: jax.Array, kernel_Dx2xFx4F: jax.Array) -> jax.
     h_DxBxHxF, c_DxBxHxF = h_DxBxHxF * valid_Hx1, c_DxBxHxF * valid_Hx1
     return (h_DxBxHxF, c_DxBxHxF), h_DxBxHxF
 
-  zero = jnp.zeros((d, b, h, f4 // 4), pre.dtype)
-  _, h_LxDxBxHxF = jax.lax.scan(step, (zero, zero), (pre_LxDxBxHx4F, valid_LxHx1))
+  zeros = _zero_states((d, b, h, f4 // 4), pre.dtype)
+  _, h_LxDxBxHxF = jax.lax.scan(step, zeros, (pre_LxDxBxHx4F, valid_LxHx1))
   h_skewed = jnp.moveaxis(h_LxDxBxHxF, 0, 3).reshape(d * b, h, w + h - 1, f4 // 4)
   return unskew(h_skewed, w).reshape(d, b, h, w, f4 // 4)
 
@@ -155,19 +169,22 @@ class RowLSTM(nnx.Module):
     kernel_size: odd k of the ``1 x k`` state-to-state convolution; the
       input-to-state convolution is its causal half ``1 x (k // 2 + 1)``, mask B.
     num_groups: image channels (the colour groups of the masks).
+    dtype: the computation's (see the module doc).
     rngs: initialisation randomness.
   """
 
   def __init__(self, in_features: int, features: int, kernel_size: int, num_groups: int,
-               *, rngs: nnx.Rngs):
+               *, dtype=None, rngs: nnx.Rngs):
     p = kernel_size // 2
     self.input_to_state = masked.MaskedConv(in_features, 4 * features, (1, p + 1), (0, p),
                                             "B", num_groups=num_groups, out_tiles=4,
-                                            rngs=rngs)
+                                            dtype=dtype, rngs=rngs)
     self.state_to_state = _state_kernel((kernel_size, features, 4 * features), rngs)
+    self.dtype = dtype
 
   def __call__(self, x_BxHxWxI: jax.Array) -> jax.Array:
-    return row_lstm(self.input_to_state(x_BxHxWxI), self.state_to_state[...])
+    return row_lstm(self.input_to_state(x_BxHxWxI),
+                    to_compute(self.state_to_state[...], self.dtype))
 
   # ------------------------------------------------------------- cached evaluation
 
@@ -179,7 +196,7 @@ class RowLSTM(nnx.Module):
     ``*_prev`` hold row ``i - 1`` (zero before row 0), ``*_cur`` row ``i``.
     """
     k, f = self.state_to_state[...].shape[:2]
-    h = jnp.zeros((batch_size, width + k - 1, f), jnp.float32)
+    h = jnp.zeros((batch_size, width + k - 1, f), self.dtype or jnp.float32)
     c = jnp.zeros((batch_size, width, f), jnp.float32)
     return dict(input=self.input_to_state.init_cache(batch_size, height, width),
                 h_prev=h, h_cur=h, c_prev=c, c_cur=c)
@@ -191,7 +208,7 @@ class RowLSTM(nnx.Module):
     been passed here in raster order and `end_row` has run after each earlier
     row. O(k * I * F + k * F * F) work, whatever the image size.
     """
-    kernel_KxFx4F = self.state_to_state[...]
+    kernel_KxFx4F = to_compute(self.state_to_state[...], self.dtype)
     k, f = kernel_KxFx4F.shape[:2]
     pre_Bx4F, inputs = self.input_to_state.at(cache["input"], i, j, x_BxI)
     window_BxKF = jax.lax.dynamic_slice_in_dim(cache["h_prev"], j, k, axis=1).reshape(-1, k * f)
@@ -229,17 +246,25 @@ class DiagonalBiLSTM(nnx.Module):
     num_groups: image channels (the colour groups of the masks).
     image_features: channels of the ``image`` argument read by the backward
       direction (0: none).
+    dtype: the computation's (see the module doc).
     rngs: initialisation randomness.
   """
 
   def __init__(self, in_features: int, features: int, num_groups: int, *,
-               image_features: int = 0, rngs: nnx.Rngs):
+               image_features: int = 0, dtype=None, rngs: nnx.Rngs):
     self.image_features = image_features
     self.forward_input = masked.MaskedConv(in_features, 4 * features, (1, 1), (0, 0), "B",
-                                           num_groups=num_groups, out_tiles=4, rngs=rngs)
+                                           num_groups=num_groups, out_tiles=4, dtype=dtype,
+                                           rngs=rngs)
     self.backward_input = masked.MaskedConv(in_features + image_features, 4 * features,
-                                            (1, 1), (0, 0), None, rngs=rngs)
+                                            (1, 1), (0, 0), None, dtype=dtype, rngs=rngs)
     self.state_to_state = _state_kernel((2, features, 4 * features), rngs, directions=2)
+    self.dtype = dtype
+
+  def _state_kernel(self, direction: int) -> jax.Array:
+    """The 2x1 state-to-state kernel of ``direction`` (0 forward, 1 backward), in the
+    compute dtype."""
+    return to_compute(self.state_to_state[...][direction], self.dtype)
 
   def __call__(self, x_BxHxWxI: jax.Array, image_BxHxWxC: jax.Array | None = None
                ) -> jax.Array:
@@ -250,7 +275,8 @@ class DiagonalBiLSTM(nnx.Module):
         [x_BxHxWxI, image_BxHxWxC], axis=-1)
     pre_2xBxHxWx4F = jnp.stack([self.forward_input(x_BxHxWxI),
                                 self.backward_input(backward_in)[:, :, ::-1]])
-    fwd, bwd = diagonal_lstm(pre_2xBxHxWx4F, self.state_to_state[...])
+    kernels_2x2xFx4F = to_compute(self.state_to_state[...], self.dtype)
+    fwd, bwd = diagonal_lstm(pre_2xBxHxWx4F, kernels_2x2xFx4F)
     bwd = bwd[:, :, ::-1]  # mirrored back: the state at (r, j) saw columns >= j
     return fwd + jnp.pad(bwd[:, :-1], ((0, 0), (1, 0), (0, 0), (0, 0)))  # rows above only
 
@@ -268,11 +294,11 @@ class DiagonalBiLSTM(nnx.Module):
     """
     del height
     f = self.state_to_state[...].shape[2]
-    row = jnp.zeros((batch_size, width, f), jnp.float32)
-    padded = jnp.zeros((batch_size, width + 1, f), jnp.float32)
+    row = jnp.zeros((batch_size, width, f), self.dtype or jnp.float32)
+    h_padded, c_padded = _zero_states((batch_size, width + 1, f), self.dtype or jnp.float32)
     return dict(inputs=jnp.zeros((batch_size, width, self.forward_input.in_features),
                                  jnp.float32),
-                fwd_h_prev=row, fwd_h_cur=padded, fwd_c_cur=padded, bwd_h_prev=row)
+                fwd_h_prev=row, fwd_h_cur=h_padded, fwd_c_cur=c_padded, bwd_h_prev=row)
 
   def at(self, cache: dict, i, j, x_BxI: jax.Array) -> tuple[jax.Array, dict]:
     """The layer's output at ``(i, j)`` from the input there and the caches.
@@ -284,7 +310,7 @@ class DiagonalBiLSTM(nnx.Module):
     earlier row. O(I * F + F * F) work, whatever the image size.
     """
     del i
-    kernel = self.state_to_state[...][0]  # forward direction: [2 taps, F, 4F]
+    kernel = self._state_kernel(0)  # forward direction: [2 taps, F, 4F]
     take = lambda a, col: jax.lax.dynamic_index_in_dim(a, col, axis=1, keepdims=False)  # noqa: E731
     gates_Bx4F = (self.forward_input(x_BxI) + take(cache["fwd_h_prev"], j) @ kernel[0]
                   + take(cache["fwd_h_cur"], j) @ kernel[1])
@@ -311,7 +337,7 @@ class DiagonalBiLSTM(nnx.Module):
                        "pass image_BxWxC exactly when image_features > 0")
     inputs = cache["inputs"] if image_BxWxC is None else jnp.concatenate(
         [cache["inputs"], image_BxWxC.astype(jnp.float32)], axis=-1)
-    kernel = self.state_to_state[...][1]  # backward direction: [2 taps, F, 4F]
+    kernel = self._state_kernel(1)  # backward direction: [2 taps, F, 4F]
 
     def step(carry, xs):  # column j from column j + 1 (its left in the mirror)
       h_right, c_right = carry
@@ -320,8 +346,8 @@ class DiagonalBiLSTM(nnx.Module):
       return (h, c), h
 
     right_to_left = lambda a: jnp.moveaxis(a, 1, 0)[::-1]  # noqa: E731
-    zero = jnp.zeros_like(cache["bwd_h_prev"][:, 0])
-    _, h_WxBxF = jax.lax.scan(step, (zero, zero), (right_to_left(self.backward_input(inputs)),
+    zeros = _zero_states(cache["bwd_h_prev"][:, 0].shape, cache["bwd_h_prev"].dtype)
+    _, h_WxBxF = jax.lax.scan(step, zeros, (right_to_left(self.backward_input(inputs)),
                                                    right_to_left(cache["bwd_h_prev"])))
     return dict(cache, fwd_h_prev=cache["fwd_h_cur"][:, 1:],
                 bwd_h_prev=jnp.moveaxis(h_WxBxF[::-1], 0, 1))

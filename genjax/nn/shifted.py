@@ -16,7 +16,9 @@ With ``stride=2`` the same padding downsamples (output ``(r, c)`` sits at input
 transposed (fractionally strided) convolution with the mirrored padding: the
 output at ``(p, q)`` reads only inputs ``(r, c)`` with ``2r <= p`` (and, for
 ``"down_right"``, ``2c <= q``), so the orders of both resolutions agree.
-Kernels are HWIO, images NHWC.
+Kernels are HWIO, images NHWC. ``dtype=jnp.bfloat16`` computes in bfloat16 (inputs,
+kernel and bias cast to it; parameters and caches stay float32); None, the default,
+in the inputs' and parameters' dtype.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from genjax.nn.layers import kernel_init
+from genjax.nn.layers import to_compute
 
 KINDS = ("down", "down_right")
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
@@ -57,14 +60,20 @@ class _Shifted(nnx.Module):
   """Kernel, bias and geometry shared by the two convolutions."""
 
   def __init__(self, in_features: int, out_features: int, kind: str,
-               kernel_size: Sequence[int], stride: int, init_scale: float, *, rngs: nnx.Rngs):
+               kernel_size: Sequence[int], stride: int, init_scale: float, *, dtype=None,
+               rngs: nnx.Rngs):
     kh, kw = (int(k) for k in kernel_size)
+    self.dtype = dtype
     self.kind, self.kernel_size, self.stride = kind, (kh, kw), int(stride)
     self.columns = _column_padding(kind, kw)
     self.in_features, self.out_features = int(in_features), int(out_features)
     kernel = kernel_init()(rngs.params(), (kh, kw, in_features, out_features))
     self.kernel = nnx.Param(kernel * init_scale)
     self.bias = nnx.Param(jnp.zeros((out_features,), jnp.float32))
+
+  def _operands(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(x, kernel, bias)`` in the compute dtype."""
+    return tuple(to_compute(a, self.dtype) for a in (x, self.kernel[...], self.bias[...]))
 
   # ------------------------------------------------------------- cached evaluation
   # Both convolutions are a stride-`_read_stride` VALID convolution over their
@@ -104,17 +113,18 @@ class _Shifted(nnx.Module):
     input it reads is in ``cache``."""
     (kh, kw), s = self.kernel_size, self._read_stride()
     b, n = cache.shape[0], kh * kw * self.in_features
-    window = jax.lax.dynamic_slice(cache, (0, s * p, s * q, 0), (b, kh, kw, self.in_features))
-    return window.reshape(b, n) @ self.kernel[...].reshape(n, -1) + self.bias[...]
+    window, kernel, bias = self._operands(
+        jax.lax.dynamic_slice(cache, (0, s * p, s * q, 0), (b, kh, kw, self.in_features)))
+    return window.reshape(b, n) @ kernel.reshape(n, -1) + bias
 
   def row_at(self, cache: jax.Array, p) -> jax.Array:
     """Output row ``p``, ``[B, W_out, O]``: equal to ``self(x)[:, p]`` once every input
     it reads is in ``cache``."""
     kh, s = self.kernel_size[0], self._read_stride()
-    rows = jax.lax.dynamic_slice_in_dim(cache, s * p, kh, axis=1)
-    y = jax.lax.conv_general_dilated(rows, self.kernel[...], (1, s), "VALID",
+    rows, kernel, bias = self._operands(jax.lax.dynamic_slice_in_dim(cache, s * p, kh, axis=1))
+    y = jax.lax.conv_general_dilated(rows, kernel, (1, s), "VALID",
                                      dimension_numbers=_DIMENSIONS)
-    return y[:, 0] + self.bias[...]
+    return y[:, 0] + bias
 
 
 class ShiftedConv(_Shifted):
@@ -127,17 +137,18 @@ class ShiftedConv(_Shifted):
 
   def __init__(self, in_features: int, out_features: int, kind: str,
                kernel_size: Sequence[int], *, stride: int = 1, init_scale: float = 1.0,
-               rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     super().__init__(in_features, out_features, kind, kernel_size, stride, init_scale,
-                     rngs=rngs)
+                     dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxHxWxI: jax.Array) -> jax.Array:
     """``[B, H, W, I] -> [B, H / stride, W / stride, O]`` (H, W divisible by stride)."""
     kh = self.kernel_size[0]
+    x, kernel, bias = self._operands(x_BxHxWxI)
     y = jax.lax.conv_general_dilated(
-        x_BxHxWxI, self.kernel[...], (self.stride, self.stride),
+        x, kernel, (self.stride, self.stride),
         ((kh - 1, 0), self.columns), dimension_numbers=_DIMENSIONS)
-    return y + self.bias[...]
+    return y + bias
 
 
 class ShiftedConvTranspose(_Shifted):
@@ -153,16 +164,17 @@ class ShiftedConvTranspose(_Shifted):
 
   def __init__(self, in_features: int, out_features: int, kind: str,
                kernel_size: Sequence[int], *, stride: int = 2, init_scale: float = 1.0,
-               rngs: nnx.Rngs):
+               dtype=None, rngs: nnx.Rngs):
     super().__init__(in_features, out_features, kind, kernel_size, stride, init_scale,
-                     rngs=rngs)
+                     dtype=dtype, rngs=rngs)
 
   def __call__(self, x_BxHxWxI: jax.Array) -> jax.Array:
     """``[B, H, W, I] -> [B, stride * H, stride * W, O]``."""
     (kh, kw), s = self.kernel_size, self.stride
     left, _ = self.columns
     padding = ((kh - 1, s - 1), (left, s - 1 + kw - 1 - left))
+    x, kernel, bias = self._operands(x_BxHxWxI)
     y = jax.lax.conv_general_dilated(
-        x_BxHxWxI, self.kernel[...], (1, 1), padding, lhs_dilation=(s, s),
+        x, kernel, (1, 1), padding, lhs_dilation=(s, s),
         dimension_numbers=_DIMENSIONS)
-    return y + self.bias[...]
+    return y + bias

@@ -57,8 +57,12 @@ class SpectralNorm(nnx.Module):
     return jnp.sqrt(jnp.sum((self._matrix() @ u_O) ** 2) + 1e-12)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    bias = self.layer.bias[...] if getattr(self.layer, "bias", None) is not None else 0.0
-    return (self.layer(x) - bias) / self.sigma() + bias
+    """``layer(x)`` normalised, in the layer's output dtype (bias and ``sigma``, float32,
+    are cast to a bfloat16 layer's)."""
+    y = self.layer(x)
+    bias = (self.layer.bias[...].astype(y.dtype)
+            if getattr(self.layer, "bias", None) is not None else 0.0)
+    return (y - bias) / self.sigma().astype(y.dtype) + bias
 
 
 def power_iteration(module: nnx.Module, num_steps: int = 1) -> None:

@@ -12,6 +12,8 @@ from genjax import train
 from genjax.models import dcgan
 from genjax.nn import spectral
 
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
+
 SHAPE = (8, 8, 1)
 
 
@@ -170,3 +172,10 @@ def test_spectral_norm_estimates_the_largest_singular_value():
   plain = nnx.Conv(3, 5, (3, 3), rngs=nnx.Rngs(0))
   plain.kernel[...] = plain.kernel[...] / layer.sigma()
   np.testing.assert_allclose(layer(x), plain(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_computes_both_players_in_bfloat16_with_float32_losses():
+  """``dtype="bfloat16"``: both players' products and convolutions are bfloat16; the
+  parameters and both losses float32, close to float32's."""
+  mixed_precision.check_bfloat16(
+      dcgan, lambda dtype: dcgan.build(_config(dtype=dtype), jax.random.key(0)), _batch())

@@ -12,6 +12,8 @@ from flax import nnx
 from genjax import train
 from genjax.models import diffusion
 
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
+
 
 def _config(**kw):
   base = dict(name="diffusion", input_shape=(4, 4, 1), channels=4, channel_mults=(1, 2),
@@ -245,3 +247,11 @@ def test_config_errors_name_the_field():
     diffusion.build(_config(channel_mults=()), jax.random.key(0))
   with pytest.raises(ValueError, match="unknown field"):
     diffusion.build(_config(nope=1), jax.random.key(0))
+
+
+def test_bfloat16_computes_the_unet_in_bfloat16_with_a_float32_loss_and_bound():
+  """``dtype="bfloat16"``: the U-Net's products and convolutions are bfloat16 (the
+  attention logits float32); parameters, loss and bound float32, close to float32's."""
+  mixed_precision.check_bfloat16(
+      diffusion, lambda dtype: _model(channel_mults=(1,), attention_resolutions=(), dtype=dtype),
+      _batch())

@@ -19,6 +19,8 @@ from genjax.models import flow
 from genjax.models import glow
 from genjax.nn import flows
 
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
+
 SHAPE = (8, 8, 1)
 TINY = dict(name="glow", input_shape=SHAPE, num_levels=2, num_steps=2, hidden=8, num_blocks=0)
 
@@ -219,3 +221,12 @@ def test_traced_program_does_not_grow_with_depth():
     return len(jaxpr.eqns)
 
   assert num_equations(2) == num_equations(7)
+
+
+def test_bfloat16_computes_the_networks_in_bfloat16_and_the_flow_in_float32():
+  """``dtype="bfloat16"``: the convolutions (couplings, split priors) are bfloat16, the
+  invertible 1x1 convolutions' products (and log|det|) float32; parameters, loss and
+  log-likelihood float32, close to float32's."""
+  mixed_precision.check_bfloat16(
+      glow, lambda dtype: _perturb(glow.build(dict(TINY, dtype=dtype), jax.random.key(0))),
+      _batch(4), float32_ok=lambda op: op[0] == "dot_general")

@@ -15,6 +15,7 @@ import genjax
 from genjax.models import pixelcnn_pp as pp
 
 import pixel_testing  # tests/models/pixel_testing.py, shared by the pixel-model tests
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
 
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
 _jit = functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
@@ -374,3 +375,11 @@ def test_check_config_wants_8bit_data_and_a_fitting_size():
   config.model.num_scales = 5
   with pytest.raises(ValueError, match="divisible by 16"):
     pp.check_config(config)
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters_and_likelihood():
+  """``dtype="bfloat16"``: the network's products and convolutions are bfloat16; the
+  parameters, the logistic mixture's likelihood and the loss float32, close to
+  float32's."""
+  mixed_precision.check_bfloat16(pp, lambda dtype: _model(num_scales=1, dtype=dtype),
+                                 {"image": _images((4, 4, 3))})

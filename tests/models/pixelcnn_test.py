@@ -18,6 +18,7 @@ import pixel_testing  # tests/models/pixel_testing.py, shared with pixelrnn_test
 from pixel_testing import call as _call
 from pixel_testing import jacobian as _jacobian
 from pixel_testing import jit as _jit
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
 
 FAMILIES = {"pixelcnn": pixelcnn, "gated_pixelcnn": gated_pixelcnn}
 
@@ -167,3 +168,17 @@ def test_check_config_matches_likelihood_view_and_classes():
   config.model.num_classes = 7
   with pytest.raises(ValueError, match="digits has 10 classes"):
     gated_pixelcnn.check_config(config)
+
+
+@pytest.mark.parametrize("name, shape, likelihood, classes", [
+    ("pixelcnn", (4, 4, 3), "categorical", 0),
+    ("gated_pixelcnn", (4, 4, 1), "bernoulli", 10),
+])
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters_and_likelihood(
+    name, shape, likelihood, classes):
+  """``dtype="bfloat16"``: every layer's product or convolution is bfloat16; parameters,
+  loss and log-likelihood float32 (the softmax too), close to float32's."""
+  kw = {"num_classes": classes} if classes else {}
+  mixed_precision.check_bfloat16(
+      FAMILIES[name], lambda dtype: _build(name, shape, likelihood, dtype=dtype, **kw),
+      _batch(shape, likelihood))

@@ -15,6 +15,7 @@ from genjax.nn import masked
 
 import pixel_testing  # tests/models/pixel_testing.py, shared with pixelcnn_test
 from pixel_testing import jacobian as _jacobian
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
 
 
 def _build(cell, shape=(4, 4, 1), likelihood="bernoulli", **kw):
@@ -143,3 +144,12 @@ def test_bad_configs_and_methods_are_clear_errors():
     pixelrnn.sample(model, jax.random.key(0), 2, temperature=0.0)
   with pytest.raises(ValueError, match="PixelRNN is unconditional"):
     pixelrnn.conditionals(model, jnp.zeros((2, 4, 4, 1), jnp.uint8), jnp.zeros(2, jnp.int32))
+
+
+def test_bfloat16_computes_in_bfloat16_with_float32_parameters_and_likelihood():
+  """``dtype="bfloat16"``: the LSTMs' gates (both convolutions) and the masked layers
+  are bfloat16; parameters, loss and log-likelihood float32, close to float32's."""
+  x = np.random.default_rng(0).integers(0, 2, (2, 3, 4, 1))
+  mixed_precision.check_bfloat16(
+      pixelrnn, lambda dtype: _build("diagonal_bilstm", (3, 4, 1), dtype=dtype),
+      {"image": jnp.asarray(x, jnp.uint8)})

@@ -19,6 +19,8 @@ from genjax.models import flow
 from genjax.models import realnvp
 from genjax.nn import flows
 
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
+
 SHAPE = (8, 8, 1)
 # 8x8x1 checkerboard steps, squeeze to 4x4x4 channel steps, split, 4x4x2 checkerboard steps.
 TINY = dict(name="realnvp", input_shape=SHAPE, num_levels=1, num_steps=2, hidden=8,
@@ -234,3 +236,10 @@ def test_traced_program_does_not_grow_with_depth():
     return len(jaxpr.eqns)
 
   assert num_equations(2) == num_equations(7)
+
+
+def test_bfloat16_computes_the_networks_in_bfloat16_and_the_flow_in_float32():
+  """``dtype="bfloat16"``: every product and convolution (couplings, split priors) is
+  bfloat16; parameters, loss and log-likelihood float32, close to float32's."""
+  mixed_precision.check_bfloat16(realnvp, lambda dtype: _perturb(realnvp.build(
+      dict(TINY, dtype=dtype), jax.random.key(0))), _batch(4))
