@@ -12,9 +12,9 @@ step (arguments, outputs, the part of the outputs aliased to donated arguments,
 temporaries) with its peak ``arguments + outputs - aliased + temporaries``, and
 the step time (`genjax.inspection.time_chained`; ``--time_steps=0`` skips it).
 
-``config.model.dtype`` exists for every family but the dVAE (``--models`` takes any
-family with an ``mnist`` config, e.g. realnvp, gated_pixelcnn, pixelrnn, pixelcnn_pp,
-dcgan, diffusion); a family without it prints a line saying so for a dtype other
+``config.model.dtype`` exists for every family (``--models`` takes any family with
+an ``mnist`` config, e.g. realnvp, gated_pixelcnn, pixelrnn, pixelcnn_pp, dcgan,
+diffusion); a family without it would print a line saying so for a dtype other
 than float32.
 
 Time is a measurement of the machine it runs on: run it alone on an idle machine,

@@ -20,6 +20,10 @@ entries, ``H/4 x W/4`` of them after two stride-2 stages (MNIST: 28x28 -> 7x7).
 Likelihood ``p(x|z)``: Bernoulli on binarized images or a discretized logistic per
 sub-pixel on 8-bit images, as the VAE. Tokens: `encode` (argmax or nearest code)
 and `decode` (the median image of a token grid) are what DALL-E uses.
+
+``dtype="bfloat16"`` computes the encoder's and decoder's convolutions in bfloat16;
+parameters, the codebook, the code distances, the KL, the likelihood and the loss
+stay float32 (the encoder's and decoder's outputs are promoted).
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ LIKELIHOODS = ("bernoulli", "discretized_logistic")
 _DEFAULTS = dict(name="dvae", input_shape=None, quantizer="gumbel", codebook_size=512,
                  code_dim=64, channels=(32, 64), likelihood="discretized_logistic",
                  kl_weight=1.0, temperature_start=1.0, temperature_end=1.0 / 16,
-                 anneal_steps=5000, commitment=0.25, ema_decay=0.99, dead_threshold=0.01)
-_CHOICES = dict(quantizer=QUANTIZERS, likelihood=LIKELIHOODS)
+                 anneal_steps=5000, commitment=0.25, ema_decay=0.99, dead_threshold=0.01,
+                 dtype="float32")
+_CHOICES = dict(quantizer=QUANTIZERS, likelihood=LIKELIHOODS, dtype=tuple(nn.DTYPES))
 
 
 class Codebook(nnx.Variable):
@@ -55,20 +60,22 @@ class DVAE(nnx.Module):
 
   def __init__(self, input_shape, quantizer, codebook_size, code_dim, channels, likelihood,
                kl_weight, temperature_start, temperature_end, anneal_steps, commitment,
-               ema_decay, dead_threshold, *, rngs: nnx.Rngs):
+               ema_decay, dead_threshold, dtype="float32", *, rngs: nnx.Rngs):
     self.input_shape, self.quantizer, self.likelihood = tuple(input_shape), quantizer, likelihood
     self.codebook_size, self.code_dim = codebook_size, code_dim
     self.kl_weight, self.commitment = float(kl_weight), float(commitment)
     self.temperature_start, self.temperature_end = float(temperature_start), float(temperature_end)
     self.anneal_steps, self.ema_decay = int(anneal_steps), float(ema_decay)
     self.dead_threshold = float(dead_threshold)
+    self.dtype = dt = nn.compute_dtype(dtype)
     c = self.input_shape[-1]
     ins = (channels[0],) + tuple(channels[:-1])
-    self.stem = nn.conv(c, channels[0], rngs=rngs)
-    self.down = nnx.List([nn.Downsample(i, o, rngs=rngs) for i, o in zip(ins, channels)])
-    self.enc_res = nnx.List([nn.ResBlock(o, rngs=rngs) for o in channels])
+    self.stem = nn.conv(c, channels[0], dtype=dt, rngs=rngs)
+    self.down = nnx.List([nn.Downsample(i, o, dtype=dt, rngs=rngs)
+                          for i, o in zip(ins, channels)])
+    self.enc_res = nnx.List([nn.ResBlock(o, dtype=dt, rngs=rngs) for o in channels])
     head = codebook_size if quantizer == "gumbel" else code_dim
-    self.enc_out = nn.conv(channels[-1], head, 1, rngs=rngs)
+    self.enc_out = nn.conv(channels[-1], head, 1, dtype=dt, rngs=rngs)
     init = jax.random.normal(rngs.params(), (codebook_size, code_dim))
     if quantizer == "gumbel":
       self.codebook = nnx.Param(init)
@@ -76,12 +83,12 @@ class DVAE(nnx.Module):
       self.codebook = Codebook(init)
       self.ema_count = Codebook(jnp.ones((codebook_size,)))
       self.ema_sum = Codebook(init)
-    self.dec_in = nn.conv(code_dim, channels[-1], 1, rngs=rngs)
-    self.dec_res = nnx.List([nn.ResBlock(o, rngs=rngs) for o in reversed(channels)])
-    self.up = nnx.List([nn.Upsample(o, i, rngs=rngs)
+    self.dec_in = nn.conv(code_dim, channels[-1], 1, dtype=dt, rngs=rngs)
+    self.dec_res = nnx.List([nn.ResBlock(o, dtype=dt, rngs=rngs) for o in reversed(channels)])
+    self.up = nnx.List([nn.Upsample(o, i, dtype=dt, rngs=rngs)
                         for o, i in zip(reversed(channels), reversed(ins))])
     self.dec_out = nn.conv(channels[0], c if likelihood == "bernoulli" else 2 * c,
-                           rngs=rngs)
+                           dtype=dt, rngs=rngs)
 
   @property
   def grid_shape(self) -> tuple[int, int]:
@@ -92,17 +99,18 @@ class DVAE(nnx.Module):
   def encoder(self, x_BxHxWxC):
     """Logits ``[B, h, w, K]`` (gumbel) or vectors ``[B, h, w, D]`` (vq)."""
     top = 1.0 if self.likelihood == "bernoulli" else 255.0
-    h = self.stem(jnp.asarray(x_BxHxWxC, jnp.float32) * (2.0 / top) - 1.0)
+    h = self.stem(nn.to_compute(jnp.asarray(x_BxHxWxC, jnp.float32) * (2.0 / top) - 1.0,
+                                self.dtype))
     for down, res in zip(self.down, self.enc_res):
       h = res(jax.nn.relu(down(h)))
-    return self.enc_out(jax.nn.relu(h))
+    return nn.at_least_float32(self.enc_out(jax.nn.relu(h)))
 
   def decoder(self, z_Bxhxwxd):
     """Decoder outputs: logits ``[B, H, W, C]`` or logistic means and log-scales."""
-    h = self.dec_in(z_Bxhxwxd)
+    h = self.dec_in(nn.to_compute(z_Bxhxwxd, self.dtype))
     for res, up in zip(self.dec_res, self.up):
       h = up(jax.nn.relu(res(h)))
-    out = nn.crop(self.dec_out(jax.nn.relu(h)), *self.input_shape[:2])
+    out = nn.at_least_float32(nn.crop(self.dec_out(jax.nn.relu(h)), *self.input_shape[:2]))
     if self.likelihood == "bernoulli":
       return {"logits": out}
     c = self.input_shape[-1]

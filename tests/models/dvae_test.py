@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import mixed_precision  # tests/models/mixed_precision.py, the bfloat16 check
 from genjax import models
 
 dvae = models.get("dvae")
@@ -93,3 +94,13 @@ def test_eval_summary_gives_perplexity_and_usage_of_the_codes():
   out = dvae.eval_summary({"code_counts": np.array([5.0, 5.0, 0.0, 0.0])})
   assert out["codebook_perplexity"] == pytest.approx(2.0)
   assert out["codebook_usage"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("quantizer", ["gumbel", "vq"])
+def test_bfloat16_computes_the_convolutions_in_bfloat16_and_the_codes_in_float32(quantizer):
+  """``dtype="bfloat16"``: the encoder's and decoder's convolutions are bfloat16; the
+  codebook products (relaxed codes times the codebook, nearest-code distances),
+  parameters, loss and bound float32, close to float32's."""
+  mixed_precision.check_bfloat16(
+      dvae, lambda dtype: _model(quantizer, dtype=dtype), _batch(),
+      float32_ok=lambda op: op[0] == "dot_general")
