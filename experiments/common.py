@@ -38,7 +38,7 @@ def setup() -> None:
   from the cluster's environment. ``GENJAX_COORDINATOR`` (``host:port``),
   ``GENJAX_NUM_PROCESSES`` and ``GENJAX_PROCESS_ID`` name them explicitly, as
   ``python -m experiments.multiprocess`` does for processes on one machine (their
-  CPU collectives go through gloo).
+  CPU collectives go through gloo). Only process 0 prints results to stdout.
   """
   import jax  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
@@ -58,6 +58,10 @@ def setup() -> None:
                                process_id=int(os.environ["GENJAX_PROCESS_ID"]))
   elif os.environ.get("GENJAX_MULTIHOST", "0") == "1":
     jax.distributed.initialize()
+  if jax.process_count() > 1 and jax.process_index() != 0:
+    # the launchers' results (eval.json, sample paths, texts) are printed once, by
+    # process 0; errors still go to every process's stderr
+    sys.stdout = open(os.devnull, "w", encoding="utf-8")  # pylint: disable=consider-using-with
 
 
 def run(main) -> None:
