@@ -5,7 +5,7 @@ tests/fsdp_test.py in its own process, since the test session has 4 devices).
 
 A tiny GPT trained 2 steps on a (data 2, fsdp 4) mesh against the same steps on a
 (data 8) mesh with replicated parameters; the split state saved with orbax and
-restored onto a (4, 2) mesh and onto one device; one more step from each. Writes
+restored onto a (4, 2) mesh and onto one device; one more step on the (4, 2) mesh. Writes
 ``OUT_DIR/result.json`` with the largest differences and the placements seen.
 """
 
@@ -87,11 +87,12 @@ def run(out_dir: pathlib.Path) -> dict:
     placed = all(x.sharding == s.sharding for x, s in zip(jax.tree.leaves(state),
                                                             jax.tree.leaves(abstract)))
     restore_diff = _max_diff(state, split)  # before the step below donates ``state``
-    # one more step on the new mesh against one more step on the original one
-    more, losses = _steps(graphdef, state, target, batches[2:],
-                          train.state_shardings(state0, target))
     restored[name] = dict(placed=placed, restore_diff=restore_diff,
-                          mesh=dict(target.shape), loss=losses[0], state=more)
+                          mesh=dict(target.shape))
+    if name == "mesh_4x2":  # one more step on the new mesh, and on the original one
+      more, losses = _steps(graphdef, state, target, batches[2:],
+                            train.state_shardings(state0, target))
+      restored[name].update(loss=losses[0], state=more)
   ckpt.close()
   cont, cont_losses = _steps(graphdef, split, mesh, batches[2:], shardings)  # donates split
 
@@ -102,7 +103,7 @@ def run(out_dir: pathlib.Path) -> dict:
       step_state_diff=step_state_diff,
       restored={k: dict(v, state=None, continued_diff=_max_diff(v["state"], cont),
                         continued_loss_diff=abs(v["loss"] - cont_losses[0]))
-                for k, v in restored.items()})
+                if "state" in v else v for k, v in restored.items()})
 
 
 if __name__ == "__main__":
