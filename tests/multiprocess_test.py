@@ -19,6 +19,8 @@ import multiprocess_scenario as scenario  # tests/multiprocess_scenario.py
 from genjax import experiment
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# an end-to-end scenario of 30 s or more: handed out first (tests/conftest.py)
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
