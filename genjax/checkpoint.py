@@ -13,8 +13,8 @@ import orbax.checkpoint as ocp
 # of it off its device; every slice is an eager op compiled once per shape and
 # device, which for a model's many small leaves costs more than the parallel write
 # gains (on 4 CPU devices, 104 of the 232 compilations of the VAE, Glow and DCGAN
-# smoke runs, 9 of 40 s). Arrays smaller than this per replica are written whole
-# by one replica.
+# smoke runs, 9 of 40 s, counted with JAX's compile events). Arrays smaller than
+# this per replica are written whole by one replica.
 MIN_REPLICA_SLICE_BYTES = 1 << 20
 
 
@@ -129,9 +129,10 @@ class Checkpointer:
 def _mismatch(saved_metadata: Any, abstract_state: Any, limit: int = 6) -> str:
   """The entries whose presence or shape differ between a checkpoint and a state
   (``""`` when they fit)."""
+  from genjax.train import path_name  # pylint: disable=g-import-not-at-top
   def shapes(tree):
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-    return {"/".join(_key_name(k) for k in path): tuple(leaf.shape)
+    return {"/".join(path_name(k) for k in path): tuple(leaf.shape)
             for path, leaf in leaves}
   saved, wanted = shapes(getattr(saved_metadata, "tree", saved_metadata)), shapes(
       abstract_state)
@@ -142,14 +143,6 @@ def _mismatch(saved_metadata: Any, abstract_state: Any, limit: int = 6) -> str:
   diffs.sort()
   more = f" and {len(diffs) - limit} more" if len(diffs) > limit else ""
   return "; ".join(diffs[:limit]) + more
-
-
-def _key_name(key) -> str:
-  """A path entry as a name: dict key, sequence index or attribute alike."""
-  for field in ("key", "idx", "name"):
-    if hasattr(key, field):
-      return str(getattr(key, field))
-  return str(key)
 
 
 def abstract_like(state: Any, sharding=None) -> Any:

@@ -392,12 +392,6 @@ def replicate(tree, mesh: Mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
-def place_state(state, mesh: Mesh):
-  """Places a train state on ``mesh`` as `state_shardings` says (every host must
-  pass the same values)."""
-  return jax.device_put(state, state_shardings(state, mesh))
-
-
 @jax.jit
 def _all_finite(leaves) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(l)) for l in leaves]))
