@@ -60,11 +60,22 @@ def test_gan_sample_writes_a_png_grid(gan_trained, data_dir, tmp_path):
   assert out.exists()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["dcgan", "diffusion"])
+def _assert_same_state(straight, resumed):
+  """Both run directories' last checkpoints: the same step, equal parameters,
+  optimizer states and moving averages."""
+  _, m1, _, s1 = experiment.restore_model(straight)
+  _, m2, _, s2 = experiment.restore_model(resumed)
+  assert s1 == s2
+  for a, b in zip(jax.tree.leaves(nnx.state(m1)), jax.tree.leaves(nnx.state(m2)),
+                  strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+  return s1
+
+
+@pytest.mark.parametrize("name", ["dcgan"])
 def test_resumed_run_with_a_moving_average_equals_uninterrupted_run(tmp_path, data_dir, name):
-  """The GAN's two players and two optimizer states, and both families' moving
-  averages, continue exactly."""
+  """The GAN's two players, two optimizer states and moving average continue
+  exactly (diffusion's moving average: the launcher test below)."""
   family_config = importlib.import_module(f"experiments.configs.{name}")
 
   config = family_config.get_config("smoke")
@@ -77,12 +88,7 @@ def test_resumed_run_with_a_moving_average_equals_uninterrupted_run(tmp_path, da
   shutil.copytree(straight, split)
   shutil.rmtree(split / "checkpoints" / "6")
   experiment.train(config, split)
-  _, m1, _, s1 = experiment.restore_model(straight)
-  _, m2, _, s2 = experiment.restore_model(split)
-  assert s1 == s2 == 6
-  for a, b in zip(jax.tree.leaves(nnx.state(m1)), jax.tree.leaves(nnx.state(m2)),
-                  strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+  assert _assert_same_state(straight, split) == 6
 
 
 @pytest.mark.slow
@@ -98,20 +104,22 @@ def test_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name, overr
   launcher code; their smoke configs are built by tests/configs_test.py and their
   functions tested in tests/models (their CLI runs, 25 to 110 s of compiling each
   in CI, were left out to keep the suite short). Diffusion, class-conditional, with
-  its own sampling flags."""
+  its own sampling flags; and a copy of the run killed after its checkpoint at step
+  10, relaunched, ends equal to it, the moving average included."""
   config = f"experiments/configs/{name}.py:smoke"
   run = functools.partial(_run, timeout=300)  # a safety limit, not a speed check
-  first = run(["experiments.main", f"--config={config}", f"--workdir={tmp_path}",
-               *overrides], data_dir)
+  workdir, split = tmp_path / "run", tmp_path / "split"
+  train = ["experiments.main", f"--config={config}", *overrides]
+  first = run([*train, f"--workdir={workdir}"], data_dir)
   assert "done at step 20" in first.stderr
-  rows = [r for r in _rows(tmp_path) if "loss" in r]
+  rows = [r for r in _rows(workdir) if "loss" in r]
   assert [r["step"] for r in rows] == [5, 10, 15, 20]
   assert {"bits_per_dim", "grad_norm"} <= set(rows[0])
   assert ({"prior_bpd", "recon_bpd", "diffusion_bpd", "ema_decay"} if name == "diffusion"
           else {"nll_nats"}) <= set(rows[0])
   assert all(np.isfinite(r["loss"]) for r in rows)
-  run(["experiments.evaluate", f"--workdir={tmp_path}"], data_dir)
-  out = json.loads((tmp_path / "eval.json").read_text())
+  run(["experiments.evaluate", f"--workdir={workdir}"], data_dir)
+  out = json.loads((workdir / "eval.json").read_text())
   assert out["model"] == name and "num_samples" not in out
   values = 256 if out["view"] == "8bit" else 2
   if name == "diffusion":  # a bound: after 20 steps still above the uniform's nats
@@ -119,8 +127,15 @@ def test_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name, overr
   else:
     assert out["likelihood"] == "exact"
     assert 0 < out["nll_nats"] < 64 * np.log(values)  # better than uniform after 20 steps
-  grid = tmp_path / "grid.png"
+  grid = workdir / "grid.png"
   # 16 images: the shape the training run compiled (the persistent cache serves it)
-  run(["experiments.sample", f"--workdir={tmp_path}", "--num=16", f"--out={grid}",
+  run(["experiments.sample", f"--workdir={workdir}", "--num=16", f"--out={grid}",
        *sample_flags], data_dir)
   assert grid.exists()
+  # the same run killed after its checkpoint at step 10, then relaunched (the
+  # persistent compilation cache serves the relaunch its programs)
+  shutil.copytree(workdir, split, ignore=shutil.ignore_patterns("eval.json", "*.png"))
+  shutil.rmtree(split / "checkpoints" / "20")
+  resumed = run([*train, f"--workdir={split}"], data_dir)
+  assert "from checkpoint step 10" in resumed.stderr
+  assert _assert_same_state(workdir, split) == 20

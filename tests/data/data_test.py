@@ -71,15 +71,17 @@ def fake_mnist(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def real_mnist_root(tmp_path_factory):
+def real_mnist_root(data_dir):
+  """The session's prepared-data directory with real MNIST prepared from the IDX
+  files (once per test session: preparing it takes ~20 s, and the metrics tests
+  use the same)."""
   mnist_dir = os.environ.get("GENJAX_MNIST_DIR")
   if not mnist_dir:
     pytest.skip("GENJAX_MNIST_DIR is unset: no real MNIST IDX files to test.")
   if not pathlib.Path(mnist_dir).is_dir():
     pytest.skip(f"GENJAX_MNIST_DIR={mnist_dir} is not a directory.")
-  root = tmp_path_factory.mktemp("mnist_data")
-  data.source("mnist", "test", data_dir=root, mnist_dir=mnist_dir)
-  return root
+  data.source("mnist", "test", data_dir=data_dir, mnist_dir=mnist_dir)
+  return data_dir
 
 
 # ----------------------------------------------------------------------------
