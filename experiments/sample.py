@@ -4,7 +4,7 @@ r"""Samples from the newest checkpoint of a run: a PNG grid, or text.
   python -m experiments.sample --workdir=runs/gpt_char --prompt="ROMEO:" --num=4 \
       --max_new_tokens=500 [--temperature=0.8 --top_k=40 --top_p=0.95 --method=naive]
   python -m experiments.sample --workdir=runs/dalle_mnist --caption="two seven" --num=16 \
-      [--candidates=8]
+      [--candidates=8 --guidance=3.0 --temperature=0.9 --top_k=32]
   python -m experiments.sample --workdir=runs/diffusion_mnist --sampler=ddim --steps=50 \
       [--eta=0.0 --guidance=2.0]
 
@@ -15,7 +15,8 @@ and, for a 2-D latent space, the latent map) get them beside the grid as
 whose sampler does not take an option says so and lists the options it has. Text runs print the decoded samples, prompt included, and write
 them to --out (default WORKDIR/samples/sample_<step>.txt). Text-to-image runs
 (DALL-E) write a grid of strips for --caption, each the best of --candidates by the
-run's CLIP-style scorer.
+run's CLIP-style scorer; --guidance contrasts the caption with the empty one
+(classifier-free guidance, for runs trained with config.model.caption_dropout > 0).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ _STEPS = flags.DEFINE_integer("steps", None, "diffusion: reverse steps (default 
 _SAMPLER = flags.DEFINE_string("sampler", None, "diffusion: ancestral, ddim or ode")
 _ETA = flags.DEFINE_float("eta", None, "diffusion: DDIM's noise scale (0: deterministic)")
 _GUIDANCE = flags.DEFINE_float("guidance", None,
-                               "diffusion: classifier-free guidance scale (class-conditional)")
+                               "classifier-free guidance scale w (0: the conditional model): "
+                               "diffusion (class-conditional), text-to-image (DALL-E)")
 _CAPTION = flags.DEFINE_string("caption", None, "text-to-image (DALL-E): the caption")
 _CANDIDATES = flags.DEFINE_integer("candidates", 1, "text-to-image: strips drawn per "
                                    "image, the best kept by the run's CLIP-style scorer")

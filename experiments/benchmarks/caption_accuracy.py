@@ -1,7 +1,8 @@
 r"""Caption accuracy of a DALL-E run, its image tokenizer, sample quality and speed.
 
   python -m experiments.benchmarks.caption_accuracy --workdir=runs/dalle_mnist \
-      [--per_set=200] [--candidates=8] [--fid_samples=2000] [--seed=0]
+      [--per_set=200] [--candidates=8] [--fid_samples=2000] [--seed=0] \
+      [--guidance=3.0] [--temperature=1.0] [--top_k=0] [--out=FILE]
 
 For MNIST strips (genjax's MNIST classifier reads the digits):
 
@@ -20,7 +21,12 @@ For MNIST strips (genjax's MNIST classifier reads the digits):
   (one draw each) against the MNIST test digits (genjax.metrics).
 * Sampling seconds per strip (cached, batch ``--per_set``).
 
-Writes ``WORKDIR/caption_accuracy.json`` and prints a table. It asserts nothing.
+Every strip is drawn with ``--temperature``, ``--top_k`` (0: off) and, when given,
+``--guidance`` (classifier-free guidance against the empty caption; the run must be
+trained with ``config.model.caption_dropout > 0``).
+
+Writes ``--out`` (default ``WORKDIR/caption_accuracy.json``) and prints a table. It
+asserts nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ _PER_SET = flags.DEFINE_integer("per_set", 200, "captions per caption set")
 _CANDIDATES = flags.DEFINE_integer("candidates", 8, "strips drawn per caption to rerank")
 _FID_SAMPLES = flags.DEFINE_integer("fid_samples", 2000, "single digits for FID/KID")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the captions and samples")
+_GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (None: off)")
+_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "divides the logits")
+_TOP_K = flags.DEFINE_integer("top_k", 0, "keep the k most likely image tokens (0: all)")
+_OUT = flags.DEFINE_string("out", None, "the JSON written (default "
+                           "WORKDIR/caption_accuracy.json)")
 _BLANK = 20.0  # mean pixel (0..255) below which a slot counts as blank
 
 
@@ -102,6 +113,10 @@ def main(argv):
   net = metrics.feature_network(clf.MNIST_SHAPE, **kw)
   test = pipeline.load_arrays("mnist", "test", **kw)
   out = {"workdir": str(workdir), "step": step, "device": jax.devices()[0].device_kind}
+  sampling = dict(temperature=_TEMPERATURE.value, top_k=_TOP_K.value or None,
+                  guidance=_GUIDANCE.value)
+  out["sampling"] = {**sampling, "candidates": _CANDIDATES.value, "per_set": _PER_SET.value}
+  print(f"sampling: {json.dumps(out['sampling'])}", flush=True)
 
   # the image tokenizer on the test digits
   tokens = np.concatenate([np.asarray(dvae.encode(model.tokenizer, test["image"][i:i + 500]))
@@ -145,7 +160,7 @@ def main(argv):
                                        classifier_scorer(digits_list))):
       t0 = time.perf_counter()
       images, _ = dalle.generate(model, jax.random.fold_in(key, k), texts,
-                                 candidates=candidates, scorer=scorer)
+                                 candidates=candidates, scorer=scorer, **sampling)
       seconds = time.perf_counter() - t0
       crops = _slots(np.asarray(images), model.slots)
       logits = clf.logits(net, crops.reshape(-1, *crops.shape[2:])).reshape(
@@ -163,14 +178,16 @@ def main(argv):
                        "eight", "nine"])[np.arange(n) % 10]]
   fakes = []
   for i in range(0, n, 500):
-    images, _ = dalle.generate(model, jax.random.fold_in(key, 100 + i), texts[i:i + 500])
+    images, _ = dalle.generate(model, jax.random.fold_in(key, 100 + i), texts[i:i + 500],
+                               **sampling)
     fakes.append(_slots(np.asarray(images), model.slots)[:, 0])
   out["single_digit_sample_metrics"] = metrics.sample_metrics(
       test["image"], np.concatenate(fakes), network=net)
   out["single_digit_sample_metrics"]["num_samples"] = n
   print(f"single digits vs MNIST test: {json.dumps(out['single_digit_sample_metrics'])}")
-  (workdir / "caption_accuracy.json").write_text(json.dumps(out, indent=2) + "\n")
-  print(f"(written to {workdir / 'caption_accuracy.json'})")
+  path = pathlib.Path(_OUT.value) if _OUT.value else workdir / "caption_accuracy.json"
+  path.write_text(json.dumps(out, indent=2) + "\n")
+  print(f"(written to {path})")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ def get_config(variant: str = "mnist"):
   c.model.bias = True
   c.model.dtype = "float32"
   c.model.clip_width = 64
+  # strips trained with the empty caption, so that sampling can use classifier-free
+  # guidance (dalle.sample(..., guidance=s)); 0 turns it off
+  c.model.caption_dropout = 0.1
 
   c.optimizer.name = "adamw"
   c.optimizer.learning_rate = 1e-3

@@ -51,7 +51,7 @@ BOS = TEXT_VOCAB - 1
 TEXT_WEIGHT, IMAGE_WEIGHT = 1.0 / 8.0, 7.0 / 8.0
 _DEFAULTS = dict(name="dalle", tokenizer_workdir="", tokenizer=None, slots=3,
                  num_layers=4, num_heads=4, width=128, mlp_ratio=4, dropout=0.0, bias=True,
-                 dtype="float32", clip_width=64)
+                 dtype="float32", clip_width=64, caption_dropout=0.0)
 
 
 class Clip(nnx.Module):
@@ -85,7 +85,9 @@ class DALLE(gpt.GPT):
   vocabulary, caption and row/column position embeddings, a frozen tokenizer."""
 
   def __init__(self, tokenizer_config, tokenizer_workdir, slots, num_layers, num_heads,
-               width, mlp_ratio, dropout, bias, dtype, clip_width, *, rngs: nnx.Rngs):
+               width, mlp_ratio, dropout, bias, dtype, clip_width, caption_dropout=0.0, *,
+               rngs: nnx.Rngs):
+    self.caption_dropout = float(caption_dropout)
     self.tokenizer = dvae.build(tokenizer_config, rngs.params())
     self.tokenizer_workdir = str(tokenizer_workdir)
     self.codebook_size = self.tokenizer.codebook_size
@@ -138,6 +140,10 @@ def _parse(config) -> dict:
         "model yourself")
   gpt.check_transformer_fields(cfg, ("slots", "num_layers", "num_heads", "width",
                                      "mlp_ratio", "clip_width"))
+  if not 0.0 <= float(cfg["caption_dropout"]) < 1.0:
+    raise ValueError(f"config.model.caption_dropout must be in [0, 1), got "
+                     f"{cfg['caption_dropout']!r} (the fraction of training strips whose "
+                     "caption is replaced by the empty one, for guidance)")
   return cfg
 
 
@@ -195,11 +201,32 @@ def _weights(model: DALLE, t: int) -> jax.Array:
   return jnp.where(text, TEXT_WEIGHT / n_text, IMAGE_WEIGHT / n_image)
 
 
+def empty_captions(model: DALLE, tokens_BxT: jax.Array) -> jax.Array:
+  """The sequences with every caption replaced by the empty caption (BOS, then
+  padding): the prompt of the unconditional model that guidance contrasts with."""
+  caption = (jnp.arange(tokens_BxT.shape[1]) >= 1) & (jnp.arange(tokens_BxT.shape[1])
+                                                      < model.text_length)
+  return jnp.where(caption[None, :], 0, tokens_BxT)
+
+
 def _transformer_loss(model: DALLE, batch, key=None):
-  lp, _ = gpt.token_log_probs(model, {"tokens": batch["tokens"]}, key)
-  nll = -jnp.sum(lp * _weights(model, lp.shape[1]), -1).mean()
+  """With a ``key`` (training) and ``caption_dropout`` p, each strip's caption is
+  the empty one with probability p (its caption tokens then count nothing), so
+  that one model is both conditional and unconditional (classifier-free guidance)."""
+  tokens = batch["tokens"]
   n_text = model.text_length - 1  # targets 1 .. L are caption tokens
-  return nll, {"text_nll": -lp[:, :n_text].sum(-1).mean() / n_text,
+  weights = jnp.broadcast_to(_weights(model, tokens.shape[1] - 1), (tokens.shape[0],
+                                                                     tokens.shape[1] - 1))
+  keep = jnp.ones((tokens.shape[0], 1), bool)
+  if key is not None and model.caption_dropout > 0:
+    key, drop_key = jax.random.split(key)
+    keep = ~jax.random.bernoulli(drop_key, model.caption_dropout, (tokens.shape[0], 1))
+    tokens = jnp.where(keep, tokens, empty_captions(model, tokens))
+    weights = jnp.where(keep | (jnp.arange(weights.shape[1]) >= n_text), weights, 0.0)
+  lp, _ = gpt.token_log_probs(model, {"tokens": tokens}, key)
+  nll = -jnp.sum(lp * weights, -1).mean()
+  kept = jnp.maximum(keep.sum(), 1)
+  return nll, {"text_nll": -jnp.sum(lp[:, :n_text] * keep) / kept / n_text,
                "image_nll": -lp[:, n_text:].sum(-1).mean() / model.num_image_tokens}
 
 
@@ -259,9 +286,21 @@ def decode_image_tokens(model: DALLE, image_tokens_BxN) -> jax.Array:
 
 
 def sample_tokens(model: DALLE, key, num: int, captions=None, temperature=1.0, top_k=None,
-                  top_p=None, method: str = "cached") -> jax.Array:
+                  top_p=None, method: str = "cached", guidance=None) -> jax.Array:
   """Sequences ``int32[num, 1 + L + N]``: the caption (given as ``int32[num, 1 + L]``
-  or ``[1 + L]``, or sampled when None) and the image tokens, one compiled scan."""
+  or ``[1 + L]``, or sampled when None) and the image tokens, one compiled scan.
+
+  ``guidance`` (None: off): classifier-free guidance scale ``w``; each image token
+  is drawn from ``l_c + w (l_c - l_u)``, the logits given the caption and given the
+  empty caption (0 is the plain conditional model; dalle-mini's ``condition_scale``
+  is ``1 + w``). Needs captions and a model trained with ``caption_dropout > 0``."""
+  if guidance is not None:
+    if captions is None:
+      raise ValueError("guidance needs captions: it contrasts each caption with the "
+                       "empty one")
+    if model.caption_dropout <= 0:
+      raise ValueError("guidance needs a model trained with config.model.caption_dropout "
+                       "> 0 (it never saw the empty caption); this one has 0")
   if captions is None:
     prompt = np.full((num, 1), BOS, np.int32)
   else:
@@ -271,15 +310,21 @@ def sample_tokens(model: DALLE, key, num: int, captions=None, temperature=1.0, t
       raise ValueError(f"captions must be int32[num={num}, {model.text_length}] "
                        f"(dalle.caption_tokens); got shape {prompt.shape}")
   new = model.block_size - prompt.shape[1]
+  uncond = None
+  if guidance is not None:
+    uncond = np.array(prompt)
+    uncond[:, 1:] = 0  # BOS, then the empty caption's padding
   return gpt.sample(model, key, num, prompt=prompt, max_new_tokens=new,
-                    temperature=temperature, top_k=top_k, top_p=top_p, method=method)
+                    temperature=temperature, top_k=top_k, top_p=top_p, method=method,
+                    guidance=guidance, unconditional_prompt=uncond)
 
 
 def sample(model: DALLE, key, num: int, captions=None, temperature=1.0, top_k=None,
-           top_p=None, method: str = "cached") -> jax.Array:
+           top_p=None, method: str = "cached", guidance=None) -> jax.Array:
   """Strips ``uint8[num, h, slots * w, 1]`` for ``captions`` (`caption_tokens`; None:
   the model samples the captions too). See `sample_tokens`."""
-  tokens = sample_tokens(model, key, num, captions, temperature, top_k, top_p, method)
+  tokens = sample_tokens(model, key, num, captions, temperature, top_k, top_p, method,
+                         guidance)
   return decode_image_tokens(model, tokens[:, model.text_length:])
 
 
@@ -320,7 +365,8 @@ def generate(model: DALLE, key, texts, candidates: int = 1, scorer=None, **sampl
     candidates: strips drawn per caption (reranking among them).
     scorer: ``(caption_tokens [M, 1 + L], images [M, ...]) -> float[M]``, higher is
       better; default `clip_scores`.
-    **sample_kwargs: ``temperature``, ``top_k``, ``top_p``, ``method`` of `sample`.
+    **sample_kwargs: ``temperature``, ``top_k``, ``top_p``, ``method``, ``guidance``
+      of `sample`.
 
   Returns:
     ``(images uint8[len(texts), h, slots * w, 1], scores float[len(texts), candidates])``.

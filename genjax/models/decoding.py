@@ -25,6 +25,12 @@ they give the same tokens for the same key.
 Randomness: the token at column ``c`` of the output is drawn by Gumbel-max with the
 noise of ``fold_in(key, c)``, after temperature, top-k and top-p (nucleus)
 filtering, so the two samplers agree exactly.
+
+Classifier-free guidance: given an ``unconditional`` prompt per row (the same model
+with its condition removed, e.g. an empty caption), both prompts are continued with
+the same tokens and each token is drawn from ``l_c + w (l_c - l_u)`` (conditional
+and unconditional logits, guidance scale ``w``; 0 is the conditional model, as in
+the diffusion family; dalle-mini's ``condition_scale`` is ``1 + w``).
 """
 
 from __future__ import annotations
@@ -153,7 +159,9 @@ def _window(buf, valid, start, end, context: int):
 def sample(decoder: Decoder, key: jax.Array, prompt_BxP: jax.Array,
            prompt_mask_BxP: jax.Array | None = None, *, max_new_tokens: int, context: int,
            method: str = "cached", temperature=1.0, top_k: int | None = None,
-           top_p: float | None = None, keep: int | None = None) -> jax.Array:
+           top_p: float | None = None, keep: int | None = None,
+           unconditional_BxP: jax.Array | None = None,
+           unconditional_mask_BxP: jax.Array | None = None, guidance=0.0) -> jax.Array:
   """Continues every prompt by ``max_new_tokens`` tokens.
 
   Args:
@@ -167,13 +175,34 @@ def sample(decoder: Decoder, key: jax.Array, prompt_BxP: jax.Array,
     temperature: divides the logits; 0 is greedy.
     top_k, top_p: optional filters (None: off; values may be traced).
     keep: tokens kept when the window shifts (default ``context // 2``).
+    unconditional_BxP: for classifier-free guidance, each row's unconditional
+      prompt (the same shape as ``prompt_BxP``; None: no guidance).
+    unconditional_mask_BxP: its padding mask (None: all real).
+    guidance: the guidance scale ``w`` (may be traced): tokens are drawn from
+      ``l_c + w (l_c - l_u)``; 0 is the conditional model.
 
   Returns:
     ``int32[B, P + max_new_tokens]``: the prompts (padding as given) and the new tokens.
   """
   check_args(method, temperature, top_k, top_p)
+  rows = prompt_BxP.shape[0]
+  if unconditional_BxP is not None:  # both streams in one batch, the same tokens
+    if unconditional_BxP.shape != prompt_BxP.shape:
+      raise ValueError(f"the unconditional prompts have shape {unconditional_BxP.shape}; "
+                       f"expected the prompts' {prompt_BxP.shape}")
+    ones = jnp.ones(prompt_BxP.shape, bool)
+    prompt_mask_BxP = jnp.concatenate([
+        ones if prompt_mask_BxP is None else prompt_mask_BxP,
+        ones if unconditional_mask_BxP is None else unconditional_mask_BxP])
+    prompt_BxP = jnp.concatenate([prompt_BxP, unconditional_BxP])
   b, p, keep, buf, valid = _setup(prompt_BxP, prompt_mask_BxP, max_new_tokens, context, keep)
-  pick = lambda logits, c: draw(key, c, logits, temperature, top_k, top_p)
+
+  def pick(logits, c):
+    if unconditional_BxP is None:
+      return draw(key, c, logits, temperature, top_k, top_p)
+    cond, uncond = logits[:rows].astype(jnp.float32), logits[rows:].astype(jnp.float32)
+    token = draw(key, c, cond + guidance * (cond - uncond), temperature, top_k, top_p)
+    return jnp.concatenate([token, token])
 
   if method == "naive":
     def naive_step(carry, c):
@@ -187,7 +216,7 @@ def sample(decoder: Decoder, key: jax.Array, prompt_BxP: jax.Array,
 
     buf, _ = jax.lax.scan(naive_step, (buf, jnp.int32(0)),
                           jnp.arange(p, p + max_new_tokens, dtype=jnp.int32))[0]
-    return buf[:, :p + max_new_tokens]
+    return buf[:rows, :p + max_new_tokens]
 
   def prefill(buf, start, end, length):
     """Reads columns [start, end) (at most ``length``) into a fresh cache of
@@ -225,7 +254,7 @@ def sample(decoder: Decoder, key: jax.Array, prompt_BxP: jax.Array,
   carry = (buf, cache, seen, count, jnp.int32(0), logits)
   carry, _ = jax.lax.scan(cached_step, carry,
                           jnp.arange(p, p + max_new_tokens, dtype=jnp.int32))
-  return carry[0][:, :p + max_new_tokens]
+  return carry[0][:rows, :p + max_new_tokens]
 
 
 def pad_prompts(prompts, pad_id: int = 0):

@@ -274,7 +274,8 @@ def conditionals(model: GPT, tokens_BxT: jax.Array) -> jax.Array:
 
 def sample(model: GPT, key: jax.Array, num: int, prompt=None, prompt_mask=None,
            max_new_tokens: int | None = None, temperature=1.0, top_k: int | None = None,
-           top_p: float | None = None, method: str = "cached") -> jax.Array:
+           top_p: float | None = None, method: str = "cached", guidance=None,
+           unconditional_prompt=None, unconditional_mask=None) -> jax.Array:
   """Continues ``prompt`` by ``max_new_tokens`` tokens, for ``num`` sequences.
 
   Compiled once per ``num``, prompt shape, ``max_new_tokens`` and ``method``: the
@@ -294,12 +295,19 @@ def sample(model: GPT, key: jax.Array, num: int, prompt=None, prompt_mask=None,
       (None: no filter).
     method: ``"cached"`` (a key/value cache, O(context) per token) or ``"naive"``
       (the whole window per token); the same tokens for the same key.
+    guidance: classifier-free guidance scale ``w`` (None: off; traced): each token
+      is drawn from ``l_c + w (l_c - l_u)``, the logits given ``prompt`` and given
+      ``unconditional_prompt`` (`genjax.models.decoding`); 0 is the plain model.
+    unconditional_prompt: with ``guidance``, ``int32[num, P]`` (or ``[P]``): each
+      row's prompt with its condition removed.
+    unconditional_mask: its padding mask (None: all real).
 
   Returns:
     ``int32[num, P + max_new_tokens]``.
 
   Raises:
-    ValueError: a bad method, filter, prompt shape or length.
+    ValueError: a bad method, filter, prompt shape or length, or guidance without
+      an unconditional prompt.
   """
   decoding.check_args(method, temperature, top_k, top_p)
   steps = model.block_size if max_new_tokens is None else int(max_new_tokens)
@@ -313,15 +321,28 @@ def sample(model: GPT, key: jax.Array, num: int, prompt=None, prompt_mask=None,
     raise ValueError(f"prompt has shape {prompt.shape}; expected [P] or [num={num}, P]")
   mask = (jnp.ones(prompt.shape, bool) if prompt_mask is None
           else jnp.broadcast_to(jnp.asarray(prompt_mask, bool), prompt.shape))
+  uncond = None
+  if guidance is not None:
+    if unconditional_prompt is None:
+      raise ValueError("guidance needs unconditional_prompt: each row's prompt with its "
+                       "condition removed")
+    uncond = jnp.broadcast_to(jnp.asarray(unconditional_prompt, jnp.int32), prompt.shape)
+    uncond = (uncond, jnp.ones(prompt.shape, bool) if unconditional_mask is None
+              else jnp.broadcast_to(jnp.asarray(unconditional_mask, bool), prompt.shape),
+              jnp.float32(guidance))
   return _sample(model, key, jnp.asarray(prompt, jnp.int32), mask, steps,
                  jnp.float32(temperature),
                  jnp.int32(top_k if top_k is not None else model.vocab_size),
-                 jnp.float32(top_p if top_p is not None else 1.0), method)
+                 jnp.float32(top_p if top_p is not None else 1.0), method, uncond)
 
 
 @compiled.model_function(static_argnames=("max_new_tokens", "method"))
 def _sample(model: GPT, key, prompt, prompt_mask, max_new_tokens, temperature, top_k, top_p,
-            method):
+            method, guided=None):
+  """``guided``: None, or ``(unconditional prompt, its mask, guidance scale)``."""
+  uncond, uncond_mask, guidance = guided if guided is not None else (None, None, 0.0)
   return decoding.sample(model.decoder(), key, prompt, prompt_mask,
                          max_new_tokens=max_new_tokens, context=model.block_size,
-                         method=method, temperature=temperature, top_k=top_k, top_p=top_p)
+                         method=method, temperature=temperature, top_k=top_k, top_p=top_p,
+                         unconditional_BxP=uncond, unconditional_mask_BxP=uncond_mask,
+                         guidance=guidance)

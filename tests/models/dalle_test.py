@@ -25,7 +25,7 @@ def _config(**kw):
 
 @pytest.fixture(scope="module")
 def model():
-  return dalle.build(_config(), jax.random.key(0))
+  return dalle.build(_config(caption_dropout=0.1), jax.random.key(0))
 
 
 def _tokens(m, n=2, seed=0):
@@ -70,6 +70,55 @@ def test_cached_and_naive_image_sampling_agree_and_decode_to_strips(model):
   assert image.min() >= dalle.TEXT_VOCAB and image.max() < dalle.TEXT_VOCAB + 8
   strips = dalle.decode_image_tokens(model, jnp.asarray(image))
   assert strips.shape == (2, 8, 24, 1) and strips.dtype == jnp.uint8
+
+
+def test_guided_sampling_draws_from_the_guided_logits(model):
+  """Each image token is the Gumbel-max draw of ``l_c + w (l_c - l_u)``, the logits
+  given the caption and given the empty caption, recomputed here by full forward
+  passes; cached equals naive; w = 0 is the unguided sampler."""
+  captions = dalle.caption_tokens(model, ["three one four", "a handwritten two"])
+  # w is large because an untrained model barely reads its caption (l_c ~ l_u)
+  key, w, temperature = jax.random.key(3), 50.0, 0.8
+  kw = dict(captions=captions, temperature=temperature, guidance=w)
+  cached = np.asarray(dalle.sample_tokens(model, key, 2, method="cached", **kw))
+  naive = np.asarray(dalle.sample_tokens(model, key, 2, method="naive", **kw))
+  np.testing.assert_array_equal(cached, naive)
+  empty = np.asarray(dalle.empty_captions(model, jnp.asarray(cached)))
+  assert np.all(empty[:, 1:model.text_length] == 0) and np.all(empty[:, 0] == dalle.BOS)
+  lc = np.asarray(model(jnp.asarray(cached[:, :-1])), np.float64)
+  lu = np.asarray(model(jnp.asarray(empty[:, :-1])), np.float64)
+  for c in range(model.text_length, cached.shape[1]):
+    guided = lc[:, c - 1] + w * (lc[:, c - 1] - lu[:, c - 1])
+    gumbel = np.asarray(jax.random.gumbel(jax.random.fold_in(key, c), guided.shape))
+    np.testing.assert_array_equal(cached[:, c], np.argmax(guided / temperature + gumbel, -1))
+  plain = np.asarray(dalle.sample_tokens(model, key, 2, captions=captions,
+                                         temperature=temperature))
+  zero = np.asarray(dalle.sample_tokens(model, key, 2, captions=captions,
+                                        temperature=temperature, guidance=0.0))
+  np.testing.assert_array_equal(zero, plain)
+  assert not np.array_equal(cached, plain)  # guidance changes the draws
+  unguidable = nnx.clone(model)
+  unguidable.caption_dropout = 0.0  # as if trained without the empty caption
+  with pytest.raises(ValueError, match="caption_dropout"):
+    dalle.sample_tokens(unguidable, key, 2, captions=captions, guidance=1.0)
+  with pytest.raises(ValueError, match="needs captions"):
+    dalle.sample_tokens(model, key, 2, guidance=1.0)
+
+
+def test_caption_dropout_trains_on_the_empty_caption_without_its_text_loss(model):
+  """With every caption dropped, the training loss is 7/8 of the image loss given
+  the empty caption; without a key (evaluation) nothing is dropped."""
+  batch = {"tokens": _tokens(model, 3)}
+  dropped = nnx.clone(model)
+  dropped.caption_dropout = 1.0 - 1e-7  # the same weights; every caption dropped
+  train_loss, _ = dalle._transformer_loss(dropped, batch, jax.random.key(0))  # pylint: disable=protected-access
+  empty = {"tokens": dalle.empty_captions(model, batch["tokens"])}
+  _, on_empty = dalle.loss(model, empty)
+  np.testing.assert_allclose(float(train_loss), 7 / 8 * float(on_empty["image_nll"]),
+                             rtol=1e-5)
+  _, plain = dalle.loss(model, batch)
+  _, no_key = dalle.loss(dropped, batch)
+  np.testing.assert_allclose(float(no_key["loss"]), float(plain["loss"]), rtol=1e-6)
 
 
 def test_loss_weighs_caption_one_eighth_and_image_seven_eighths(model):
