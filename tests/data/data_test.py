@@ -149,6 +149,33 @@ def test_digits_prepared_and_read_back(digits_root):
   assert set(np.unique(label)) == set(range(10))
 
 
+def test_a_decoded_split_is_saved_once_and_read_back_equal(digits_root):
+  """load_arrays keeps each decoded split as a file beside the prepared data; a new
+  process (here: the in-process cache cleared) reads it instead of the records, and
+  a damaged file is decoded again and replaced."""
+  from genjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  pipeline._read_split.cache_clear()  # pylint: disable=protected-access
+  first = data.load_arrays("digits", "test", data_dir=digits_root)
+  files = sorted((digits_root / "genjax_arrays").glob("digits-*-test-*.npz"))
+  assert len(files) == 1
+  pipeline._read_split.cache_clear()  # pylint: disable=protected-access
+  src = pipeline.source
+  try:  # the saved file is read: the TFDS records are not touched
+    pipeline.source = lambda *a, **k: pytest.fail("decoded the records again")
+    again = data.load_arrays("digits", "test", data_dir=digits_root)
+  finally:
+    pipeline.source = src
+  for key in ("image", "label"):
+    np.testing.assert_array_equal(again[key], first[key])
+    assert again[key].dtype == first[key].dtype and not again[key].flags.writeable
+  files[0].write_bytes(b"not an npz")
+  pipeline._read_split.cache_clear()  # pylint: disable=protected-access
+  repaired = data.load_arrays("digits", "test", data_dir=digits_root)
+  np.testing.assert_array_equal(repaired["image"], first["image"])
+  with np.load(files[0]) as f:  # rewritten
+    np.testing.assert_array_equal(f["label"], first["label"])
+
+
 def test_digits_source_is_random_access(digits_root):
   src = data.source("digits", "test", data_dir=digits_root)
   test = data.load_arrays("digits", "test", data_dir=digits_root)
