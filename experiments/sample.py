@@ -77,6 +77,9 @@ def main(argv):
           group, group)
       raise ValueError(f"{', '.join('--' + w for w in wrong)} apply to {runs} runs only; "
                        f"{_WORKDIR.value} is a {kind} run of {config.model.name}")
+  if kind == "text" and _GUIDANCE.value is not None:
+    raise ValueError(f"--guidance applies to diffusion and text-to-image runs only; "
+                     f"{_WORKDIR.value} is a text run of {config.model.name}")
   if kind == "captions":
     options.update({k: v for k, v in (("top_k", _TOP_K.value), ("top_p", _TOP_P.value))
                     if v is not None})

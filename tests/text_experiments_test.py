@@ -95,6 +95,11 @@ def test_sample_prints_the_prompt_and_its_continuations(run, data_dir, tmp_path)
              check=False)
   assert bad.returncode != 0
   assert "--extras apply to image runs only" in bad.stderr.strip().splitlines()[-1]
+  bad = _run(["experiments.sample", f"--workdir={run.workdir}", "--guidance=2"], data_dir,
+             check=False)
+  assert bad.returncode != 0
+  assert ("--guidance applies to diffusion and text-to-image runs only"
+          in bad.stderr.strip().splitlines()[-1])
   image_run = tmp_path / "image_run"
   image_run.mkdir()
   (image_run / "config.json").write_text(json.dumps(
