@@ -17,8 +17,10 @@ Variants:
           `dvae.py:mnist` (trained first unless --config.model.tokenizer_workdir):
             python -m experiments.main --config=experiments/configs/dalle.py:mnist \
                 --workdir=runs/dalle_mnist --config.model.tokenizer_workdir=runs/dvae_mnist
-            python -m experiments.sample --workdir=runs/dalle_mnist --caption="two seven" --num=16
-            python -m experiments.benchmarks.caption_accuracy --workdir=runs/dalle_mnist
+            python -m experiments.sample --workdir=runs/dalle_mnist --caption="two seven" \
+                --num=16 --candidates=8 --guidance=3
+            python -m experiments.benchmarks.caption_accuracy --workdir=runs/dalle_mnist \
+                --guidance=3 --temperature=0.9 --top_k=32
           Result: see the README (DALL-E, caption accuracy).
 """
 

@@ -19,7 +19,10 @@ convolutional image encoder, trained with the symmetric InfoNCE loss of Radford 
 al. 2021 beside the transformer, on the same batches) scores generated images for
 reranking (`clip_scores`). `sample` draws caption-conditioned images through the
 GPT key/value-cache scan (`genjax.models.decoding`) and decodes them with the
-frozen tokenizer; with no caption the model samples the caption too.
+frozen tokenizer; with no caption the model samples the caption too. Training with
+``caption_dropout`` > 0 (the empty caption for that fraction of strips) makes the
+same transformer an unconditional model too, for classifier-free guidance at
+sampling (``guidance=w``: image tokens from ``l_c + w (l_c - l_u)``).
 
 Batches: ``{"tokens": int32[B, 1 + L + N], "image": uint8[B, h, slots * w, 1]}``
 (`genjax.data.run_data.CaptionData` builds them, tokenizing every digit once).
