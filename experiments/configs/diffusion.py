@@ -73,7 +73,6 @@ def get_config(variant: str = "digits"):
     c.model.channel_mults = (1,)  # one resolution (the unit tests cover down/up-sampling)
     c.model.attention_resolutions = ()  # the middle block still attends
     c.model.num_groups = 4
-    c.model.sample_steps = 20  # the sample grids of a run of seconds (1.6 s each at 250)
     c.model.sample_steps = 10
     c.model.dropout = 0.1
     c.optimizer.learning_rate = 1e-3

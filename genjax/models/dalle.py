@@ -313,10 +313,7 @@ def sample_tokens(model: DALLE, key, num: int, captions=None, temperature=1.0, t
       raise ValueError(f"captions must be int32[num={num}, {model.text_length}] "
                        f"(dalle.caption_tokens); got shape {prompt.shape}")
   new = model.block_size - prompt.shape[1]
-  uncond = None
-  if guidance is not None:
-    uncond = np.array(prompt)
-    uncond[:, 1:] = 0  # BOS, then the empty caption's padding
+  uncond = None if guidance is None else empty_captions(model, jnp.asarray(prompt))
   return gpt.sample(model, key, num, prompt=prompt, max_new_tokens=new,
                     temperature=temperature, top_k=top_k, top_p=top_p, method=method,
                     guidance=guidance, unconditional_prompt=uncond)

@@ -11,6 +11,7 @@ from flax import nnx
 from genjax import models
 from genjax.data import run_data
 from genjax import train
+from compile_counter import count_compiles  # tests/compile_counter.py
 
 dalle = models.get("dalle")
 TOKENIZER = dict(name="dvae", input_shape=(8, 8, 1), codebook_size=8, code_dim=4,
@@ -83,6 +84,9 @@ def test_guided_sampling_draws_from_the_guided_logits(model):
   cached = np.asarray(dalle.sample_tokens(model, key, 2, method="cached", **kw))
   naive = np.asarray(dalle.sample_tokens(model, key, 2, method="naive", **kw))
   np.testing.assert_array_equal(cached, naive)
+  with count_compiles() as compiled:  # another scale is a traced value: nothing compiles
+    dalle.sample_tokens(model, key, 2, method="cached", **dict(kw, guidance=1.5))
+  assert not compiled, compiled
   empty = np.asarray(dalle.empty_captions(model, jnp.asarray(cached)))
   assert np.all(empty[:, 1:model.text_length] == 0) and np.all(empty[:, 0] == dalle.BOS)
   lc = np.asarray(model(jnp.asarray(cached[:, :-1])), np.float64)
