@@ -41,6 +41,7 @@ from genjax import train as train_lib
 from genjax.models import check_field
 from genjax.models import check_image_batch
 from genjax.nn import spectral
+from genjax.nn import transposed
 
 LIKELIHOOD = None  # no likelihood: experiments.evaluate reports sample metrics only
 LOSSES = ("non_saturating", "hinge", "wgan_gp")
@@ -88,7 +89,7 @@ class Generator(nnx.Module):
     for i in range(len(self.ups) + 1):
       h = jax.nn.relu(h if self.norms is None else self.norms[i](h))
       if i < len(self.ups):
-        h = self.ups[i](h)
+        h = transposed.apply(self.ups[i], h)  # fast kernel gradient on the CPU
     return nn.at_least_float32(jnp.tanh(self.out(nn.crop(h, *self.input_shape[:2]))))
 
 

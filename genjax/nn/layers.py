@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from genjax.nn import winograd
+
 Activation = Callable[[jax.Array], jax.Array]
 
 ACTIVATIONS: dict[str, Activation] = {
@@ -114,11 +116,13 @@ def linear(in_features: int, out_features: int, *, dtype=None,
 def conv(in_channels: int, out_channels: int, kernel_size: int = 3, *, strides: int = 1,
          zero_init: bool = False, dtype=None, rngs: nnx.Rngs) -> nnx.Conv:
   """A SAME-padded ``nnx.Conv`` with the shared `kernel_init` (or a zero kernel),
-  computing in ``dtype`` (float32 parameters; None: the inputs' and parameters')."""
+  computing in ``dtype`` (float32 parameters; None: the inputs' and parameters').
+  Its stride-1 3x3 convolutions go through `genjax.nn.winograd` where that is faster."""
   return nnx.Conv(in_channels, out_channels, (kernel_size, kernel_size),
                   strides=(strides, strides), padding="SAME",
                   kernel_init=(nnx.initializers.zeros_init() if zero_init
-                               else kernel_init()), dtype=dtype, rngs=rngs)
+                               else kernel_init()), dtype=dtype,
+                  conv_general_dilated=winograd.conv_general_dilated, rngs=rngs)
 
 
 class MLP(nnx.Module):

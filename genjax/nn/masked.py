@@ -22,6 +22,12 @@ For fast sampling (Ramachandran et al. 2017), `MaskedConv.at` computes the outpu
 at one position from a cache of the layer's earlier inputs (`init_cache`):
 O(kernel) work per position instead of O(image).
 
+On the CPU, a layer whose kernel fits the 3x3 window around its anchor (the causal
+3x3 layers) computes its kernel gradient by Winograd F(4x4, 3x3)
+(`genjax.nn.winograd`, where ``choose_plan`` says it is faster); its output and
+input gradient stay ``lax``'s direct convolution, so causality is exact (no
+rounding from later pixels) and cached sampling still equals naive sampling.
+
 ``dtype=jnp.bfloat16`` computes in bfloat16 (inputs, kernel and bias cast to it, the
 output bfloat16; parameters and caches stay float32); None, the default, computes in
 the inputs' and parameters' dtype.
@@ -36,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from genjax.nn import winograd
 from genjax.nn.layers import kernel_init
 from genjax.nn.layers import to_compute
 
@@ -148,9 +155,14 @@ class MaskedConv(nnx.Module):
     if self.kernel_size == (1, 1):
       return x @ kernel[0, 0] + bias
     (kh, kw), (ah, aw) = self.kernel_size, self.anchor
-    y = jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), ((ah, kh - 1 - ah), (aw, kw - 1 - aw)),
-        dimension_numbers=_DIMENSIONS)
+    pads = ((ah, kh - 1 - ah), (aw, kw - 1 - aw))
+    if max(max(p) for p in pads) <= 1:  # inside the 3x3 window around the anchor
+      plan = winograd.choose_plan(x.shape, (3, 3) + kernel.shape[2:])
+      if plan is not None and plan.kernel_grad:
+        # Only the kernel gradient by Winograd: the output and the input gradient
+        # stay exactly causal (no rounding from later pixels), and sampling equal.
+        return winograd.conv3x3(x, kernel, (0, 0, plan.kernel_grad), pads) + bias
+    y = jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DIMENSIONS)
     return y + bias
 
   # ------------------------------------------------------------- cached evaluation
