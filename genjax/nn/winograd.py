@@ -20,12 +20,17 @@ are fast; the transforms are additions with small constants.
 * the kernel gradient is ``G^T [ sum_tiles (B^T d B)^T (A dY A^T) ] G``:
   ``(m + 2)^2`` products ``[I, tiles] x [tiles, O]`` instead of nine
   ``[I, B H W] x [B H W, O]`` ones, 4x fewer multiply-adds for ``m = 4``. On
-  XLA's CPU backend these long-contraction products are what the direct kernel
-  gradient spends most of a training step on.
+  XLA's CPU backend the direct kernel gradient is the slowest product of a
+  convolution's train step (~3x its forward pass): its long contractions run on
+  one core (a ``[64, 50176] x [50176, 64]`` product: 48 GFLOP/s with one core or
+  two, against ~140 for ``[50176, 64] x [64, 64]``).
 
-`use_winograd` says where it is used: the models call `conv_same`, which takes
-this path on the CPU for 3x3 kernels with enough channels (measured with
-``experiments/benchmarks/conv_speed.py``) and ``lax.conv`` elsewhere.
+`choose_plan` says where it is used: the models call `conv_same` (and
+`conv_general_dilated`, for ``nnx.Conv``), which on the CPU compute the kernel
+gradient of 3x3 convolutions with enough work by F(4x4, 3x3) and everything else
+directly: that is where ``experiments/benchmarks/conv_speed.py`` measured Winograd
+faster on the reference CPU; its forward pass and input gradient were not, at
+these sizes, against XLA's direct convolution.
 
 Precision: F(4x4, 3x3) has constants up to 8 and 1/24; in float32 its results
 differ from the direct convolution's by ~1e-6 relative to the output's scale,
@@ -267,6 +272,11 @@ def direct3x3(x_BxHxWxI: jax.Array, kernel_3x3xIxO: jax.Array) -> jax.Array:
   return _direct(x_BxHxWxI, kernel_3x3xIxO, SAME)
 
 
+# The smallest channel count and batch * height * width * in * out channels at which
+# conv_same computes kernel gradients by Winograd (conv_speed.py on the reference CPU).
+MIN_CHANNELS = 16
+MIN_WORK = 8_000_000
+
 # False: every convolution is ``lax``'s (for comparisons; read at trace time).
 ENABLED = True
 
@@ -289,11 +299,14 @@ def choose_plan(x_shape, kernel_shape, backend: str | None = None) -> Plan | Non
   if len(x_shape) != 4 or tuple(kernel_shape[:2]) != (3, 3):
     return None
   pixels = x_shape[0] * x_shape[1] * x_shape[2]
-  channels = min(kernel_shape[2], kernel_shape[3])
-  plan = Plan(forward=4 if channels >= 128 and x_shape[1] * x_shape[2] >= 28 * 28 else 0,
-              input_grad=0,
-              kernel_grad=4 if channels >= 16 and pixels >= 16 * 14 * 14 else 0)
-  return None if plan == (0, 0, 0) else plan
+  c_in, c_out = kernel_shape[2], kernel_shape[3]
+  # Measured (batch 64, 28x28 to 7x7, 16 to 128 channels): the direct forward pass
+  # and input gradient are as fast or faster almost everywhere; F(4x4, 3x3) kernel
+  # gradients are 1.3x to 4.1x faster from B*H*W*I*O = 12.8M up (28x28x16, 14x14x32,
+  # 7x7x64) and slower at 3.2M (14x14x16, 7x7x32).
+  if min(c_in, c_out) < MIN_CHANNELS or pixels * c_in * c_out < MIN_WORK:
+    return None
+  return Plan(forward=0, input_grad=0, kernel_grad=4)
 
 
 def conv_same(x_BxHxWxI: jax.Array, kernel_KxKxIxO: jax.Array) -> jax.Array:

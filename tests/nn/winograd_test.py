@@ -80,6 +80,8 @@ def test_plan_only_on_the_cpu_for_3x3_kernels_with_enough_channels(monkeypatch):
   assert winograd.choose_plan(big, (5, 5, 64, 64), "cpu") is None
   assert winograd.choose_plan(big, (1, 1, 64, 64), "cpu") is None
   assert winograd.choose_plan((64, 28, 28, 2), (3, 3, 2, 64), "cpu") is None  # skinny
+  assert winograd.choose_plan((64, 14, 14, 16), (3, 3, 16, 16), "cpu") is None  # little work
+  assert winograd.choose_plan((64, 14, 14, 32), (3, 3, 32, 32), "cpu") == (0, 0, 4)
   monkeypatch.setattr(winograd, "ENABLED", False)
   assert winograd.choose_plan(big, kernel, "cpu") is None
   monkeypatch.setattr(winograd, "ENABLED", True)
@@ -103,6 +105,7 @@ def _with_and_without_winograd(fn, *args, monkeypatch):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Winograd path is CPU-only")
 def test_models_layers_take_the_path_and_agree_with_lax(monkeypatch):
+  monkeypatch.setattr(winograd, "MIN_WORK", 0)  # small shapes take the path too
   x = _random((4, 28, 28, 16), 6)
   # nn.conv (nnx.Conv): diffusion's U-Net, the dVAE, the classifier.
   layer = nn.conv(16, 16, 3, rngs=nnx.Rngs(0))
@@ -134,6 +137,7 @@ def test_models_layers_take_the_path_and_agree_with_lax(monkeypatch):
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the Winograd path is CPU-only")
 def test_masked_layers_stay_exactly_causal_with_winograd_kernel_gradients(monkeypatch):
+  monkeypatch.setattr(winograd, "MIN_WORK", 0)
   layer = masked.causal(16, 16, 3, "B", rngs=nnx.Rngs(0))
   x = _random((4, 28, 28, 16), 8)
   params, graphdef = nnx.state(layer, nnx.Param), nnx.graphdef(layer)
