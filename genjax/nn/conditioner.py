@@ -34,15 +34,16 @@ def conv_same(x_BxHxWxI: jax.Array, kernel_KxKxIxO: jax.Array) -> jax.Array:
   custom VJP computes the input gradient as a channel-last convolution with the
   flipped kernel and the kernel gradient as matrix products: one per kernel tap, or,
   when one side has few channels, a single one against its K*K stacked shifts.
-  3x3 convolutions with enough channels take `genjax.nn.winograd.conv_same` instead
+  3x3 convolutions with enough channels take `genjax.nn.winograd.conv3x3` instead
   (Winograd kernel gradients, also matrix products, where they are faster).
   The custom VJP is used on the CPU backend only (GPUs and TPUs get the plain
   convolution, which forward mode differentiates too); on the CPU it is reverse mode
   only (``jax.jvp``/``jacfwd`` raise JAX's custom-VJP error) unless
   ``genjax.nn.dense.CPU_CUSTOM_GRADIENTS`` is set to False before tracing.
   """
-  if winograd.choose_plan(x_BxHxWxI.shape, kernel_KxKxIxO.shape) is not None:
-    return winograd.conv_same(x_BxHxWxI, kernel_KxKxIxO)
+  plan = winograd.choose_plan(x_BxHxWxI.shape, kernel_KxKxIxO.shape)
+  if plan is not None:
+    return winograd.conv3x3(x_BxHxWxI, kernel_KxKxIxO, plan)
   if dense.use_cpu_custom_gradients():
     return _conv_same_cpu(x_BxHxWxI, kernel_KxKxIxO)
   return _conv(x_BxHxWxI, kernel_KxKxIxO)

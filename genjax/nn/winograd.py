@@ -25,11 +25,12 @@ are fast; the transforms are additions with small constants.
   one core (a ``[64, 50176] x [50176, 64]`` product: 48 GFLOP/s with one core or
   two, against ~140 for ``[50176, 64] x [64, 64]``).
 
-`choose_plan` says where it is used: the models call `conv_same` (and
-`conv_general_dilated`, for ``nnx.Conv``), which on the CPU compute the kernel
+`choose_plan` says where it is used: the layers (``nnx.Conv`` through
+`conv_general_dilated`, the flows' ``conditioner.conv_same``, the masked
+convolutions) ask it for a plan: on the CPU they compute the kernel
 gradient of 3x3 convolutions with enough work by F(4x4, 3x3) and everything else
 directly: that is where ``experiments/benchmarks/conv_speed.py`` measured Winograd
-faster on the reference CPU; its forward pass and input gradient were not, at
+faster on the README's CPU (an Intel Xeon); its forward pass and input gradient were not, at
 these sizes, against XLA's direct convolution.
 
 Precision: F(4x4, 3x3) has constants up to 8 and 1/24; in float32 its results
@@ -273,7 +274,7 @@ def direct3x3(x_BxHxWxI: jax.Array, kernel_3x3xIxO: jax.Array) -> jax.Array:
 
 
 # The smallest channel count and batch * height * width * in * out channels at which
-# conv_same computes kernel gradients by Winograd (conv_speed.py on the reference CPU).
+# the layers compute kernel gradients by Winograd (conv_speed.py on the CPU the README names).
 MIN_CHANNELS = 16
 MIN_WORK = 8_000_000
 
@@ -282,12 +283,12 @@ ENABLED = True
 
 
 def choose_plan(x_shape, kernel_shape, backend: str | None = None) -> Plan | None:
-  """The `Plan` `conv_same` uses for these shapes, or None for ``lax``'s convolution.
+  """The `Plan` of `conv3x3` for these shapes, or None for ``lax``'s convolution.
 
   Winograd on the CPU backend only (GPUs and TPUs have fast direct convolutions,
   and the custom VJP would forbid forward mode there) and, product by product, only
   where ``experiments/benchmarks/conv_speed.py`` measured it faster than the direct
-  convolution on this project's reference CPU (a 2-core AMD EPYC, see the README).
+  convolution (batch 64, on the 2-core Intel Xeon of the README's speed section).
   Like every custom-VJP path of genjax on the CPU, it follows
   ``genjax.nn.dense.CPU_CUSTOM_GRADIENTS`` (False: ``lax``'s convolution); `ENABLED`
   = False turns this path alone off.
@@ -309,22 +310,12 @@ def choose_plan(x_shape, kernel_shape, backend: str | None = None) -> Plan | Non
   return Plan(forward=0, input_grad=0, kernel_grad=4)
 
 
-def conv_same(x_BxHxWxI: jax.Array, kernel_KxKxIxO: jax.Array) -> jax.Array:
-  """A stride-1 SAME convolution (odd K): by `conv3x3` where `choose_plan` gives a
-  plan, else by ``lax.conv_general_dilated``."""
-  plan = choose_plan(x_BxHxWxI.shape, kernel_KxKxIxO.shape)
-  if plan is not None:
-    return conv3x3(x_BxHxWxI, kernel_KxKxIxO, plan)
-  return jax.lax.conv_general_dilated(x_BxHxWxI, kernel_KxKxIxO, (1, 1), "SAME",
-                                      dimension_numbers=_DIMENSIONS)
-
-
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          precision=None, **kwargs):
-  """``lax.conv_general_dilated`` that takes `conv_same`'s path for the convolutions it
-  covers (stride 1, SAME 3x3, NHWC and HWIO, no dilation, groups or precision
-  argument), for ``nnx.Conv(..., conv_general_dilated=...)``."""
+  """``lax.conv_general_dilated`` that takes `conv3x3` with `choose_plan`'s plan for
+  the convolutions it covers (stride 1, SAME 3x3, NHWC and HWIO, no dilation, groups
+  or precision argument), for ``nnx.Conv(..., conv_general_dilated=...)``."""
   args = (lhs, rhs, window_strides, padding)
   extra = dict(lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
                dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
@@ -338,6 +329,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
            and all(v is None for v in kwargs.values())
            and jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
            == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMENSIONS))
-  if plain and choose_plan(lhs.shape, rhs.shape) is not None:
-    return conv_same(lhs, rhs)
+  plan = choose_plan(lhs.shape, rhs.shape) if plain else None
+  if plan is not None:
+    return conv3x3(lhs, rhs, plan)
   return jax.lax.conv_general_dilated(*args, **extra)
