@@ -34,6 +34,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import common
+from experiments.benchmarks import measure
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/dcgan.py:mnist", "the GAN's experiment config",
@@ -48,32 +49,13 @@ _FLOOR = flags.DEFINE_bool("floor", True, "also measure MNIST train against test
                            "floor); --nofloor when training seeds in parallel processes")
 
 
-def _calibrated_steps(config, minutes: float) -> tuple[int, float]:
-  """Train steps that fit ``minutes`` here, from the time of the compiled step."""
-  from genjax import experiment, inspection  # pylint: disable=g-import-not-at-top
-  setup = experiment.compile_setup(config)
-  seconds, _ = inspection.time_chained(setup.step, setup.state, setup.batch, setup.key,
-                                       num_calls=20)
-  return max(1, int(minutes * 60 / seconds)), seconds
-
-
-def _test_images(config, view: str, split: str = "test"):
-  """A split of MNIST in ``view`` (binarized: genjax's fixed-seed static draw)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from genjax import data  # pylint: disable=g-import-not-at-top
-  batches = data.eval_batches("mnist", split, batch_size=1000, view=view,
-                              seed=config.seed, data_dir=config.data.data_dir or None,
-                              mnist_dir=config.data.mnist_dir or None)
-  return np.concatenate([b["image"] for b in batches])
-
-
 def _model_quality(workdir, num: int) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   from genjax import experiment, metrics  # pylint: disable=g-import-not-at-top
   family, model, config, step = experiment.restore_model(workdir)
   view = config.data.view
   out = metrics.models.evaluate_samples(
-      family, model, _test_images(config, view), num=num, key=jax.random.key(0),
+      family, model, measure.mnist_images(config, view), num=num, key=jax.random.key(0),
       binary=view == "binarized", data_dir=config.data.data_dir or None,
       mnist_dir=config.data.mnist_dir or None)
   return {"model": config.model.name, "view": view, "step": step, **out}
@@ -83,8 +65,8 @@ def _floor(config, view: str, num: int) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from genjax import metrics  # pylint: disable=g-import-not-at-top
   kw = dict(data_dir=config.data.data_dir or None, mnist_dir=config.data.mnist_dir or None)
-  test = _test_images(config, view)[:num]
-  train = _test_images(config, view, "train")
+  test = measure.mnist_images(config, view)[:num]
+  train = measure.mnist_images(config, view, "train")
   train = train[np.random.default_rng(0).permutation(len(train))[:len(test)]]
   if view == "binarized":
     train, test = train * np.uint8(255), test * np.uint8(255)
@@ -114,7 +96,7 @@ def main(argv):
     elif (workdir / "config.json").exists():  # resume with the steps calibrated before
       config.total_steps = experiment.load_config(workdir).total_steps
     else:
-      config.total_steps, step_s = _calibrated_steps(config, _MINUTES.value)
+      config.total_steps, step_s = measure.calibrated_steps(config, _MINUTES.value)
     t0 = time.time()
     diverged = None
     try:

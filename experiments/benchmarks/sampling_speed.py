@@ -16,6 +16,7 @@ import time
 from absl import flags
 
 from experiments import common
+from experiments.benchmarks import measure
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory with checkpoints", required=True)
 _BATCHES = flags.DEFINE_list("batch_sizes", ["1", "64"], "images per sample call")
@@ -25,26 +26,17 @@ _CALLS = flags.DEFINE_integer("calls", 5, "timed calls per batch size")
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
   from genjax import experiment  # pylint: disable=g-import-not-at-top
   common.setup()
   family, model, config, step = experiment.restore_model(_WORKDIR.value)
-  graphdef, state = nnx.split(model)
-  sample = experiment.jit_model_fn(family.sample, static_argnames=("num",))
   device = jax.devices()[0]
   print(f"{config.model.name} on {config.data.name} (step {step}), "
         f"{device.device_kind} ({device.platform})")
   print(f"{'batch':>6s} {'compile s':>10s} {'s/call':>9s} {'images/s':>10s}")
   for num in map(int, _BATCHES.value):
-    t0 = time.perf_counter()
-    jax.block_until_ready(sample(graphdef, state, jax.random.key(0), num=num))
-    compile_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i in range(_CALLS.value):
-      jax.block_until_ready(sample(graphdef, state, jax.random.key(i + 1), num=num))
-    per_call = (time.perf_counter() - t0) / _CALLS.value
-    print(f"{num:6d} {compile_seconds:10.2f} {per_call:9.4f} {num / per_call:10.1f}",
-          flush=True)
+    r = measure.sampling_speed(family, model, num, calls=_CALLS.value)
+    print(f"{num:6d} {r['compile_seconds']:10.2f} {r['seconds_per_call']:9.4f} "
+          f"{r['images_per_sec']:10.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,101 @@
+"""The comparison of every family (experiments.benchmarks.compare): runs, resumes, tables.
+
+Smoke-sized models on real MNIST for a few steps, with a random (untrained)
+feature network, so the numbers mean nothing: the test checks the pipeline
+(rows, units, resume, outputs), not the comparison's results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.benchmarks import compare
+from genjax import metrics
+
+
+@pytest.fixture(scope="module")
+def env(data_dir):
+  mnist_dir = os.environ.get("GENJAX_MNIST_DIR")
+  if not mnist_dir or not os.path.isdir(mnist_dir):
+    pytest.skip("GENJAX_MNIST_DIR is unset or not a directory: no real MNIST to test.")
+  old = os.environ.get("GENJAX_DATA_DIR")
+  os.environ["GENJAX_DATA_DIR"] = str(data_dir)
+  yield
+  if old is None:
+    os.environ.pop("GENJAX_DATA_DIR", None)
+  else:
+    os.environ["GENJAX_DATA_DIR"] = old
+
+
+def _run(root, families, logs, **kw):
+  return compare.compare(
+      root, families, budget_minutes=0.0, gan_seeds=(0, 1), smoke=True, steps=4,
+      num_metric_samples=64, feature_network=metrics.classifier.build(key=jax.random.key(3)),
+      speed_calls=(1, 1), log=logs.append, **kw)
+
+
+def test_compare_trains_evaluates_resumes_and_writes_the_table(env, tmp_path):
+  del env
+  logs = []
+  out = _run(tmp_path, ["vae", "pixelcnn", "dcgan"], logs)
+  by_family = {r["family"]: r for r in out["families"]}
+  assert list(by_family) == ["vae", "pixelcnn", "dcgan"]
+  assert [r["family"] for r in out["runs"]] == ["vae", "pixelcnn", "dcgan", "dcgan"]
+  for r in out["runs"]:
+    assert r["step"] == r["total_steps"] == 4
+    assert r["params"] > 0 and r["examples_per_sec"] > 0
+    assert r["num_metric_samples"] == 64
+    assert np.isfinite(r["fid"]) and 0 <= r["precision"] <= 1 and 0 <= r["recall"] <= 1
+    assert r["images_per_sec_batch1"] > 0 and r["images_per_sec_batch64"] > 0
+    samples = np.load(tmp_path / r["run"] / "samples.npy")
+    assert samples.shape == (compare.GRID, 28, 28, 1) and samples.dtype == np.uint8
+  # Likelihoods: exact for PixelCNN (its launcher's test evaluation), a bound for the
+  # VAE, none for the GAN; a learning curve for the likelihood families.
+  for name in ("vae", "pixelcnn"):
+    assert 0 < by_family[name]["test_bits_per_dim"] < 9
+    assert by_family[name]["curve"] and by_family[name]["curve"][-1][1] > 0
+  assert "test_bits_per_dim" not in by_family["dcgan"]
+  gan = by_family["dcgan"]
+  assert gan["num_seeds"] == 2 and gan["num_diverged"] == 0
+  fids = [r["fid"] for r in out["runs"] if r["family"] == "dcgan"]
+  assert fids[0] != fids[1]  # two seeds, two models
+  assert gan["fid"] == pytest.approx(np.mean(fids))
+  assert gan["fid_sd"] == pytest.approx(np.std(fids, ddof=1))
+  assert any("comparison ETA" in line and "[1/4] vae" in line for line in logs)
+
+  table = (tmp_path / "compare.md").read_text()
+  assert "| vae |" in table and "bound (ELBO)" in table and "dcgan (2 seeds, 0 diverged)" in table
+  saved = json.loads((tmp_path / "compare.json").read_text())
+  assert saved["families"] == json.loads(json.dumps(out["families"]))
+  for name in ("fid_vs_speed.png", "learning_curves.png", "samples.png"):
+    assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+  # Resume: finished runs are neither trained nor evaluated again; a subset works.
+  stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("**/checkpoints/*")}
+  logs.clear()
+  again = _run(tmp_path, ["pixelcnn", "dcgan"], logs)
+  assert [r["fid"] for r in again["runs"]] == [r["fid"] for r in out["runs"][1:]]
+  assert sum("already done" in line for line in logs) == 3
+  assert not any("ETA" in line for line in logs)
+  assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("**/checkpoints/*")} == stamps
+
+
+def test_unknown_family_is_a_clear_error_before_any_work(tmp_path):
+  with pytest.raises(ValueError, match="unknown family 'gpt2'.*choose from vae"):
+    compare.compare(tmp_path / "c", ["vae", "gpt2"], budget_minutes=1.0)
+  assert not (tmp_path / "c" / "vae").exists()
+
+
+def test_every_family_config_is_8bit_mnist():
+  for name in compare.FAMILIES:
+    for smoke in (False, True):
+      c = compare.family_config(name, smoke=smoke)
+      assert (c.data.name, c.data.view) == ("mnist", "8bit")
+      assert c.model.get("likelihood", "categorical") != "bernoulli"
+      assert c.eval_every == 0
