@@ -66,17 +66,6 @@ GAN = "dcgan"
 ANCHORS = {"realnvp": "1.06 (Dinh et al. 2017)", "glow": "1.05 (Kingma & Dhariwal 2018)"}
 GRID = 16  # samples per family in samples.png
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "root of the comparison's runs", required=True)
-_BUDGET = flags.DEFINE_float("budget_minutes", 60.0, "training minutes per family (per "
-                             "seed for the GAN)")
-_FAMILIES = flags.DEFINE_list("families", list(FAMILIES), "families to compare")
-_GAN_SEEDS = flags.DEFINE_list("gan_seeds", ["0", "1", "2"], "the GAN's training seeds")
-_NUM = flags.DEFINE_integer("num_metric_samples", 10_000, "samples per sample metric")
-_DIFFUSION_STEPS = flags.DEFINE_integer("diffusion_steps", 50, "DDIM steps of diffusion's "
-                                        "sampler (FID and speed)")
-_SMOKE = flags.DEFINE_bool("smoke", False, "each family's smoke-sized model on MNIST "
-                           "(a check of the pipeline in minutes, not a comparison)")
-_STEPS = flags.DEFINE_integer("steps", 0, "train steps per run (overrides the budget)")
 
 
 def family_config(name: str, *, smoke: bool = False, seed: int = 0):
@@ -113,10 +102,6 @@ def _num_params(model) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   return int(sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
-
-
-def _sample_kwargs(name: str) -> dict:
-  return {"sampler": "ddim", "steps": _DIFFUSION_STEPS.value} if name == "diffusion" else {}
 
 
 def run_one(name: str, workdir: pathlib.Path, *, budget_minutes: float, seed: int = 0,
@@ -254,20 +239,19 @@ def markdown(summary: list[dict], meta: dict) -> str:
       f"sample metric against as many test images; written {meta['written']}, "
       f"{meta['run_minutes']:.0f} min of training and evaluation in all.", "",
       "| family | params | steps | train ex/s | test bits/dim | likelihood | paper "
-      "bits/dim | FID | KID x1e3 | precision | recall | img/s batch 1 | img/s batch 64 |",
+      "bits/dim | FID | KID | precision | recall | img/s batch 1 | img/s batch 64 |",
       "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
   for r in summary:
     name = r["family"] + (f" ({r['num_seeds']} seeds, {r['num_diverged']} diverged)"
                           if r["num_seeds"] > 1 else "")
     if r["family"] == "diffusion" and r.get("sample_kwargs"):
       name += f" (DDIM {r['sample_kwargs'].get('steps')})"
-    kid = r.get("kid")
     lines.append(
         f"| {name} | {_fmt(r.get('params'), ',')} | {_fmt(r.get('step'), ',')} | "
         f"{_fmt(r.get('examples_per_sec'), '.0f')} | "
         f"{_fmt(r.get('test_bits_per_dim'), '.4f')} | {_likelihood_kind(r)} | "
         f"{ANCHORS.get(r['family'], '-')} | {_fmt(r.get('fid'), '.1f', r.get('fid_sd'))} | "
-        f"{_fmt(None if kid is None else kid * 1e3, '.1f', None if r.get('kid_sd') is None else r['kid_sd'] * 1e3)} | "
+        f"{_fmt(r.get('kid'), '.2f', r.get('kid_sd'))} | "
         f"{_fmt(r.get('precision'), '.3f', r.get('precision_sd'))} | "
         f"{_fmt(r.get('recall'), '.3f', r.get('recall_sd'))} | "
         f"{_fmt(r.get('images_per_sec_batch1'), '.1f')} | "
@@ -406,14 +390,43 @@ def compare(root: pathlib.Path, families, *, budget_minutes: float, gan_seeds=(0
   return out
 
 
-def main(argv):
+def _define_flags() -> dict:
+  """The command line's flags, defined only when this module is the program.
+
+  Tests import this module beside other benchmarks with a ``--workdir`` of their own;
+  flags defined at import time would collide in absl's global registry.
+  """
+  f = {}
+  f["workdir"] = flags.DEFINE_string("workdir", None, "root of the comparison's runs",
+                                     required=True)
+  f["budget"] = flags.DEFINE_float("budget_minutes", 60.0, "training minutes per family "
+                                   "(per seed for the GAN)")
+  f["families"] = flags.DEFINE_list("families", list(FAMILIES), "families to compare")
+  f["gan_seeds"] = flags.DEFINE_list("gan_seeds", ["0", "1", "2"], "the GAN's training seeds")
+  f["num"] = flags.DEFINE_integer("num_metric_samples", 10_000, "samples per sample metric")
+  f["diffusion_steps"] = flags.DEFINE_integer("diffusion_steps", 50, "DDIM steps of "
+                                              "diffusion's sampler (FID and speed)")
+  f["smoke"] = flags.DEFINE_bool("smoke", False, "each family's smoke-sized model on MNIST "
+                                 "(a check of the pipeline in minutes, not a comparison)")
+  f["steps"] = flags.DEFINE_integer("steps", 0, "train steps per run (overrides the budget)")
+  return f
+
+
+def main(argv, f: dict):
   del argv
   common.setup()
-  seeds = tuple(int(s) for s in _GAN_SEEDS.value)
-  compare(pathlib.Path(_WORKDIR.value), _FAMILIES.value, budget_minutes=_BUDGET.value,
-          gan_seeds=seeds, smoke=_SMOKE.value, steps=_STEPS.value,
-          num_metric_samples=_NUM.value, sample_kwargs=_sample_kwargs)
+  seeds = tuple(int(s) for s in f["gan_seeds"].value)
+  diffusion_steps = f["diffusion_steps"].value
+
+  def sample_kwargs(name: str) -> dict:
+    return {"sampler": "ddim", "steps": diffusion_steps} if name == "diffusion" else {}
+
+  compare(pathlib.Path(f["workdir"].value), f["families"].value,
+          budget_minutes=f["budget"].value, gan_seeds=seeds, smoke=f["smoke"].value,
+          steps=f["steps"].value, num_metric_samples=f["num"].value,
+          sample_kwargs=sample_kwargs)
 
 
 if __name__ == "__main__":
-  common.run(main)
+  _flags = _define_flags()
+  common.run(lambda argv: main(argv, _flags))
