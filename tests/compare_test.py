@@ -40,6 +40,7 @@ def _run(root, families, logs, **kw):
       speed_calls=(1, 1), log=logs.append, **kw)
 
 
+@pytest.mark.slow  # about 90 s: four short training runs and their evaluations
 def test_compare_trains_evaluates_resumes_and_writes_the_table(env, tmp_path):
   del env
   logs = []
