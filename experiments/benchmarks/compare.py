@@ -40,7 +40,6 @@ import json
 import math
 import os
 import pathlib
-import platform
 import time
 from typing import Any, Callable
 
@@ -371,8 +370,7 @@ def compare(root: pathlib.Path, families, *, budget_minutes: float, gan_seeds=(0
   summary = summarize(rows)
   meta = {"budget_minutes": budget_minutes, "num_metric_samples": num_metric_samples,
           "smoke": smoke, "device": jax.devices()[0].device_kind,
-          "host": f"{platform.processor() or platform.machine()}, "
-                  f"{os.cpu_count()} cores",
+          "host": f"{measure.cpu_model()}, {os.cpu_count()} cores",
           "written": f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
           "wall_minutes": (time.time() - t_start) / 60,  # of this call (resumes skip work)
           "run_minutes": sum(r.get("train_minutes", 0) + r.get("eval_minutes", 0)

@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import platform
 import time
 import types
 from typing import Any
@@ -63,3 +65,14 @@ def sampling_speed(family: types.ModuleType, model, num: int, *, calls: int = 5,
   per_call = (time.perf_counter() - t0) / calls
   return {"batch": num, "compile_seconds": compile_seconds, "seconds_per_call": per_call,
           "images_per_sec": num / per_call}
+
+
+def cpu_model() -> str:
+  """The CPU's model name (``/proc/cpuinfo``), for the hardware line of a result."""
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or "unknown CPU"

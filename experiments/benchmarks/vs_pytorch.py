@@ -77,6 +77,7 @@ import numpy as np
 from absl import flags
 
 from experiments import common
+from experiments.benchmarks import measure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -429,17 +430,6 @@ def _notes(row: dict, errors: dict[str, str], gemm_gflops: float) -> list[str]:
   return out
 
 
-def _cpu_model() -> str:
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  import platform  # pylint: disable=g-import-not-at-top
-  return platform.processor() or "unknown"
-
-
 def _versions() -> dict[str, str | None]:
   out = {}
   for name in ("jax", "jaxlib", "flax", "optax", "torch", "normflows"):
@@ -516,7 +506,7 @@ def main(argv):
   except WorkerError as e:
     raise ValueError(f"the JAX matrix-product worker failed: {e}") from None
   sides = _SIDES + (("torch_compile",) if _TORCH_COMPILE.value else ())
-  print(f"{_cpu_model()}, {os.cpu_count()} cores; device {_DEVICE.value} "
+  print(f"{measure.cpu_model()}, {os.cpu_count()} cores; device {_DEVICE.value} "
         f"({gemm['device']}); GEMM peak {gemm['gflops_per_second']:.1f} GFLOP/s "
         f"(JAX float32 {gemm['size']}x{gemm['size']} matmul, fastest of 10)", flush=True)
   print(f"batch {_BATCH.value}, float32, Adam; {_ROUNDS.value} rounds x {_STEPS.value} "
@@ -563,7 +553,7 @@ def main(argv):
                      "naive_subpixels": _NAIVE_SUBPIXELS.value,
                      "torch_compile": _TORCH_COMPILE.value, "device": _DEVICE.value,
                      "torch_threads": os.cpu_count()},
-        "hardware": {"cpu": _cpu_model(), "cores": os.cpu_count(),
+        "hardware": {"cpu": measure.cpu_model(), "cores": os.cpu_count(),
                      "device": gemm["device"]},
         "versions": _versions(), "gemm": gemm,
         "load_average": {"start": list(load_start), "end": list(load_end)},
