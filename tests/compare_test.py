@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 
 import jax
 import numpy as np
@@ -71,6 +70,7 @@ def test_compare_trains_evaluates_resumes_and_writes_the_table(env, tmp_path):
 
   table = (tmp_path / "compare.md").read_text()
   assert "| vae |" in table and "bound (ELBO)" in table and "dcgan (2 seeds, 0 diverged)" in table
+  assert "min wall, load " in table.splitlines()[0]
   saved = json.loads((tmp_path / "compare.json").read_text())
   assert saved["families"] == json.loads(json.dumps(out["families"]))
   for name in ("fid_vs_speed.png", "learning_curves.png", "samples.png"):

@@ -236,7 +236,9 @@ def markdown(summary: list[dict], meta: dict) -> str:
       f"Every family on 8-bit MNIST, {meta['budget_minutes']:g} training minutes each "
       f"({meta['device']}, {meta['host']}); {meta['num_metric_samples']} samples per "
       f"sample metric against as many test images; written {meta['written']}, "
-      f"{meta['run_minutes']:.0f} min of training and evaluation in all.", "",
+      f"{meta['run_minutes']:.0f} min of training and evaluation in all; this call "
+      f"{meta['wall_minutes']:.0f} min wall, load {meta['load_average'][0]:.1f} at the "
+      f"start and {meta['load_average'][1]:.1f} at the end.", "",
       "| family | params | steps | train ex/s | test bits/dim | likelihood | paper "
       "bits/dim | FID | KID | precision | recall | img/s batch 1 | img/s batch 64 |",
       "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|"]
@@ -343,7 +345,7 @@ def compare(root: pathlib.Path, families, *, budget_minutes: float, gan_seeds=(0
     family_config(name)  # unknown names fail before any training
   runs = [(n, s, root / n / f"seed_{s}" if n == GAN else root / n)
           for n in families for s in (gan_seeds if n == GAN else (0,))]
-  t_start = time.time()
+  t_start, load_start = time.time(), os.getloadavg()[0]
   rows, spent = [], []
   for i, (name, seed, workdir) in enumerate(runs):
     finished = (workdir / "compare.json").exists()
@@ -373,18 +375,20 @@ def compare(root: pathlib.Path, families, *, budget_minutes: float, gan_seeds=(0
           "host": f"{measure.cpu_model()}, {os.cpu_count()} cores",
           "written": f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
           "wall_minutes": (time.time() - t_start) / 60,  # of this call (resumes skip work)
+          "load_average": [load_start, os.getloadavg()[0]],  # 1-minute, start and end
           "run_minutes": sum(r.get("train_minutes", 0) + r.get("eval_minutes", 0)
                              for r in rows)}
   out = {"meta": meta, "families": summary, "runs": rows}
   (root / "compare.json").write_text(json.dumps(out, indent=2) + "\n")
-  (root / "compare.md").write_text(markdown(summary, meta))
+  table = markdown(summary, meta)
+  (root / "compare.md").write_text(table)
   try:
     written = plots(summary, rows, root)
   except ImportError:
     log("compare: no plots: matplotlib is not installed (pip install -e '.[plots]')")
   else:
     log("compare: plots in " + ", ".join(str(p) for p in written))
-  log(f"compare: table in {root / 'compare.md'}\n\n" + markdown(summary, meta))
+  log(f"compare: table in {root / 'compare.md'}\n\n" + table)
   return out
 
 
