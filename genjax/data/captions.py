@@ -99,6 +99,27 @@ def draw_strip(rng: np.random.Generator, pairs, *, heldout: bool) -> tuple[list[
       return digits, int(rng.integers(0, 1 << 30))
 
 
+def near_miss(rng: np.random.Generator, digits: Sequence[int], pairs) -> list[int]:
+  """Digits one edit away from ``digits`` (a digit changed, two neighbours swapped,
+  one digit dropped or inserted), never with a held-out pair: the hard negative
+  captions of DALL-E's CLIP-style scorer."""
+  digits = [int(d) for d in digits]
+  while True:
+    out, kind = list(digits), int(rng.integers(4))
+    i = int(rng.integers(len(out)))
+    if kind == 1 and len(out) > 1 and out[min(i, len(out) - 2)] != out[min(i, len(out) - 2) + 1]:
+      j = min(i, len(out) - 2)
+      out[j], out[j + 1] = out[j + 1], out[j]
+    elif kind == 2 and len(out) > 1:
+      del out[i]
+    elif kind == 3 and len(out) < MAX_DIGITS:
+      out.insert(int(rng.integers(len(out) + 1)), int(rng.integers(10)))
+    else:
+      out[i] = (out[i] + int(rng.integers(1, 10))) % 10
+    if out != digits and not contains_pair(out, pairs):
+      return out
+
+
 class CaptionSet:
   """Images of one source split grouped by label, and the strips made from them.
 
@@ -180,7 +201,9 @@ class _Examples:
     text = caption(digits, phrase)
     padded = np.full((MAX_DIGITS,), -1, np.int32)
     padded[:len(digits)] = digits
+    negative = caption(near_miss(rng, digits, self._pairs), phrase)
     return {"image": strip, "caption": _encode_caption(text, self._length),
+            "negative_caption": _encode_caption(negative, self._length),
             "digits": padded, "index": idx}
 
   def __getitem__(self, j: int) -> dict[str, np.ndarray]:
@@ -199,7 +222,9 @@ def _caption_set(source, split, data_dir, mnist_dir) -> CaptionSet:
 def batches(source: str, split: str, *, batch_size: int, seed: int, pairs=((8, 3),),
             size: int | None = None, data_dir=None, mnist_dir=None, prefetch: int = 4):
   """Batches of strips: ``{"image": uint8[B, h, 3w, 1], "caption": int32[B, L],
-  "digits": int32[B, 3] (-1: blank), "index": int64[B, 3]}``.
+  "negative_caption": int32[B, L], "digits": int32[B, 3] (-1: blank),
+  "index": int64[B, 3]}``; the negative caption names digits one edit away
+  (`near_miss`), in the same phrasing.
 
   Args:
     source: ``"mnist"`` or ``"digits"``.

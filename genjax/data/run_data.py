@@ -220,7 +220,8 @@ class CaptionData:
     image = slot_tokens.reshape(len(idx), -1) + dalle.TEXT_VOCAB
     bos = np.full((len(idx), 1), dalle.BOS, np.int32)
     tokens = np.concatenate([bos, batch["caption"], image], axis=1).astype(np.int32)
-    return {"tokens": tokens, "image": batch["image"], "digits": batch["digits"]}
+    return {"tokens": tokens, "image": batch["image"], "digits": batch["digits"],
+            "negative_caption": batch["negative_caption"].astype(np.int32)}
 
   def _batches(self, split, batch_size, seed, size=None):
     return captions.batches(self.source, split, batch_size=batch_size, seed=seed,
@@ -250,7 +251,8 @@ class CaptionData:
     image = rng.integers(0, k, (batch_size, n)) + dalle.TEXT_VOCAB
     return {"tokens": np.concatenate([text, image], 1).astype(np.int32),
             "image": rng.integers(0, 256, (batch_size, h, captions.MAX_DIGITS * w, c),
-                                  dtype=np.uint8)}
+                                  dtype=np.uint8),
+            "negative_caption": text[:, 1:].astype(np.int32)}
 
   def save(self, workdir: pathlib.Path) -> None:
     del workdir  # the tokenizer run is referenced by config.model.tokenizer_workdir

@@ -16,7 +16,8 @@ paper. `log_likelihood` is ``log p(image tokens | caption)`` in nats per strip.
 
 A small contrastive text-image model (`Clip`: a character-level text encoder and a
 convolutional image encoder, trained with the symmetric InfoNCE loss of Radford et
-al. 2021 beside the transformer, on the same batches) scores generated images for
+al. 2021 beside the transformer, on the same batches, with a caption one edit away
+from each strip's as a hard negative) scores generated images for
 reranking (`clip_scores`). `sample` draws caption-conditioned images through the
 GPT key/value-cache scan (`genjax.models.decoding`) and decodes them with the
 frozen tokenizer; with no caption the model samples the caption too. Training with
@@ -24,7 +25,8 @@ frozen tokenizer; with no caption the model samples the caption too. Training wi
 same transformer an unconditional model too, for classifier-free guidance at
 sampling (``guidance=w``: image tokens from ``l_c + w (l_c - l_u)``).
 
-Batches: ``{"tokens": int32[B, 1 + L + N], "image": uint8[B, h, slots * w, 1]}``
+Batches: ``{"tokens": int32[B, 1 + L + N], "image": uint8[B, h, slots * w, 1]}``,
+optionally ``"negative_caption": int32[B, L]`` (hard negatives of the scorer)
 (`genjax.data.run_data.CaptionData` builds them, tokenizing every digit once).
 """
 
@@ -67,20 +69,32 @@ class Clip(nnx.Module):
     self.image = nn.ConvEncoder((h, w, c), (16, 32), width, rngs=rngs)
     self.log_scale = nnx.Param(jnp.asarray(math.log(10.0)))
 
-  def embed(self, caption_BxL, image_BxHxWxC):
+  def embed_text(self, caption_BxL):
     t = self.text(self.chars(caption_BxL).reshape(caption_BxL.shape[0], -1))
-    i = self.image(jnp.asarray(image_BxHxWxC, jnp.float32) / 127.5 - 1.0)
-    norm = lambda v: v / jnp.linalg.norm(v, axis=-1, keepdims=True).clip(1e-6)
-    return norm(t), norm(i)
+    return t / jnp.linalg.norm(t, axis=-1, keepdims=True).clip(1e-6)
 
-  def loss(self, caption_BxL, image_BxHxWxC):
-    """Symmetric InfoNCE over the batch, and the accuracy of matching captions."""
+  def embed(self, caption_BxL, image_BxHxWxC):
+    i = self.image(jnp.asarray(image_BxHxWxC, jnp.float32) / 127.5 - 1.0)
+    return self.embed_text(caption_BxL), i / jnp.linalg.norm(i, axis=-1,
+                                                             keepdims=True).clip(1e-6)
+
+  def loss(self, caption_BxL, image_BxHxWxC, negative_BxL=None):
+    """Symmetric InfoNCE over the batch, and the accuracy of each image's pick of
+    its caption. With ``negative_BxL`` (captions one edit away from each strip's,
+    `captions.near_miss`) every image also has to prefer its caption to all of
+    them: hard negatives, the near misses a reranker must tell apart."""
     t, i = self.embed(caption_BxL, image_BxHxWxC)
-    logits = jnp.exp(self.log_scale[...]) * t @ i.T
-    labels = jnp.arange(logits.shape[0])
-    xent = 0.5 * (optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-                  + optax.softmax_cross_entropy_with_integer_labels(logits.T, labels).mean())
-    return xent, jnp.mean(jnp.argmax(logits, -1) == labels)
+    scale = jnp.exp(self.log_scale[...])
+    text_to_image = scale * t @ i.T
+    image_to_text = text_to_image.T
+    if negative_BxL is not None:
+      image_to_text = jnp.concatenate(
+          [image_to_text, scale * i @ self.embed_text(negative_BxL).T], axis=1)
+    labels = jnp.arange(t.shape[0])
+    xent = 0.5 * (
+        optax.softmax_cross_entropy_with_integer_labels(text_to_image, labels).mean()
+        + optax.softmax_cross_entropy_with_integer_labels(image_to_text, labels).mean())
+    return xent, jnp.mean(jnp.argmax(image_to_text, -1) == labels)
 
 
 class DALLE(gpt.GPT):
@@ -236,7 +250,7 @@ def _transformer_loss(model: DALLE, batch, key=None):
 def _total_loss(model: DALLE, batch, key):
   nll, metrics = _transformer_loss(model, batch, key)
   clip_loss, clip_acc = model.clip.loss(batch["tokens"][:, 1:model.text_length],
-                                        batch["image"])
+                                        batch["image"], batch.get("negative_caption"))
   return nll + clip_loss, {"transformer_loss": nll, **metrics, "clip_loss": clip_loss,
                            "clip_accuracy": clip_acc}
 

@@ -71,3 +71,26 @@ def test_caption_encoding_round_trips_and_rejects_other_characters():
     captions.encode_caption("two!")
   assert captions.caption([3, 1, 4], 0) == "three one four"
   assert captions.caption([7], 1) == "the digit 7"
+
+
+def test_negative_captions_are_one_edit_away_and_never_name_a_held_out_pair(train):
+  rng = np.random.default_rng(0)
+  for digits in ([7], [3, 1, 4], [8, 5], [2, 2, 2], [1, 8, 3]):
+    for _ in range(50):
+      miss = captions.near_miss(rng, digits, ((8, 3),))
+      assert miss != digits and not captions.contains_pair(miss, ((8, 3),))
+      assert 1 <= len(miss) <= captions.MAX_DIGITS and abs(len(miss) - len(digits)) <= 1
+      if len(miss) == len(digits):  # one digit changed or two neighbours swapped
+        diff = [i for i, (a, b) in enumerate(zip(miss, digits)) if a != b]
+        assert len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1
+                                  and miss[diff[0]] == digits[diff[1]])
+  for batch in train:  # in the batches: the same phrasing, other digits
+    for ids, neg, digits in zip(batch["caption"], batch["negative_caption"],
+                                batch["digits"]):
+      text, other = captions.decode_caption(ids), captions.decode_caption(neg)
+      named = captions.read_digits([], other)
+      assert named is not None and named != [int(d) for d in digits if d >= 0], other
+      assert not captions.contains_pair(named, {(8, 3)})
+      want = [int(d) for d in digits if d >= 0]
+      assert any(captions.caption(want, k) == text and captions.caption(named, k) == other
+                 for k in range(10)), (text, other)  # the phrasing index is shared

@@ -140,6 +140,24 @@ def test_loss_weighs_caption_one_eighth_and_image_seven_eighths(model):
                              rtol=1e-5)
 
 
+def test_hard_negative_captions_add_terms_to_the_scorers_image_side(model):
+  rng = np.random.default_rng(1)
+  captions = jnp.asarray(rng.integers(1, dalle.TEXT_VOCAB - 1, (4, model.caption_length)))
+  negatives = jnp.asarray(rng.integers(1, dalle.TEXT_VOCAB - 1, (4, model.caption_length)))
+  images = jnp.asarray(rng.integers(0, 256, (4, *model.image_shape)), jnp.uint8)
+  plain, _ = model.clip.loss(captions, images)
+  hard, accuracy = model.clip.loss(captions, images, negatives)
+  t, i = (np.asarray(v, np.float64) for v in model.clip.embed(captions, images))
+  n = np.asarray(model.clip.embed_text(negatives), np.float64)
+  scale = np.exp(float(model.clip.log_scale[...]))
+  xent = lambda z: np.mean(np.log(np.exp(z).sum(1)) - np.diag(z))
+  want = 0.5 * (xent(scale * t @ i.T) + xent(scale * np.concatenate([i @ t.T, i @ n.T], 1)))
+  np.testing.assert_allclose(float(hard), want, rtol=1e-5)
+  assert float(hard) > float(plain)
+  picks = np.argmax(np.concatenate([i @ t.T, i @ n.T], 1), 1)
+  assert float(accuracy) == np.mean(picks == np.arange(4))
+
+
 def test_a_step_trains_the_transformer_and_scorer_but_not_the_tokenizer():
   opt = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-2, schedule="constant",
                                        warmup_steps=0, weight_decay=0.1, grad_clip_norm=1.0))
