@@ -369,6 +369,20 @@ def prepare_run(config, workdir):
   return config
 
 
+def draw_candidates(model: DALLE, key, texts, num: int, **sample_kwargs):
+  """``num`` strips per caption text, in one batch of the sampler.
+
+  Returns:
+    ``(caption tokens int32[len(texts) * num, 1 + L], strips uint8[len(texts), num,
+    h, slots * w, 1])``, the tokens repeated as the strips are laid out.
+  """
+  if num < 1:
+    raise ValueError(f"candidates must be >= 1, got {num}")
+  tokens = np.repeat(caption_tokens(model, texts), num, axis=0)
+  images = np.asarray(sample(model, key, len(tokens), captions=tokens, **sample_kwargs))
+  return tokens, images.reshape(len(texts), num, *images.shape[1:])
+
+
 def generate(model: DALLE, key, texts, candidates: int = 1, scorer=None, **sample_kwargs):
   """For each caption text, draws ``candidates`` strips and keeps the best one.
 
@@ -385,13 +399,10 @@ def generate(model: DALLE, key, texts, candidates: int = 1, scorer=None, **sampl
   Returns:
     ``(images uint8[len(texts), h, slots * w, 1], scores float[len(texts), candidates])``.
   """
-  if candidates < 1:
-    raise ValueError(f"candidates must be >= 1, got {candidates}")
-  tokens = np.repeat(caption_tokens(model, texts), candidates, axis=0)
-  images = np.asarray(sample(model, key, len(tokens), captions=tokens, **sample_kwargs))
-  scores = np.asarray(clip_scores(model, tokens, images) if scorer is None
-                      else scorer(tokens, images)).reshape(len(texts), candidates)
-  images = images.reshape(len(texts), candidates, *images.shape[1:])
+  tokens, images = draw_candidates(model, key, texts, candidates, **sample_kwargs)
+  flat = images.reshape(-1, *images.shape[2:])
+  scores = np.asarray(clip_scores(model, tokens, flat) if scorer is None
+                      else scorer(tokens, flat)).reshape(len(texts), candidates)
   return images[np.arange(len(texts)), np.argmax(scores, -1)], scores
 
 

@@ -158,6 +158,20 @@ def test_hard_negative_captions_add_terms_to_the_scorers_image_side(model):
   assert float(accuracy) == np.mean(picks == np.arange(4))
 
 
+def test_generate_keeps_the_candidate_its_scorer_ranks_first(model):
+  key, texts = jax.random.key(3), ["seven", "one two"]
+  tokens, strips = dalle.draw_candidates(model, key, texts, 3)
+  assert strips.shape == (2, 3, *model.image_shape) and tokens.shape == (6, model.text_length)
+  np.testing.assert_array_equal(tokens[3], dalle.caption_tokens(model, ["one two"])[0])
+  brightness = lambda _, images: images.reshape(len(images), -1).mean(-1)
+  best, scores = dalle.generate(model, key, texts, candidates=3, scorer=brightness)
+  want = np.argmax(strips.reshape(2, 3, -1).mean(-1), -1)
+  np.testing.assert_array_equal(best, strips[np.arange(2), want])
+  assert scores.shape == (2, 3)
+  with pytest.raises(ValueError, match="candidates must be >= 1"):
+    dalle.generate(model, key, texts, candidates=0)
+
+
 def test_a_step_trains_the_transformer_and_scorer_but_not_the_tokenizer():
   opt = ml_collections.ConfigDict(dict(name="adamw", learning_rate=1e-2, schedule="constant",
                                        warmup_steps=0, weight_decay=0.1, grad_clip_norm=1.0))
