@@ -107,8 +107,8 @@ def near_miss(rng: np.random.Generator, digits: Sequence[int], pairs) -> list[in
   while True:
     out, kind = list(digits), int(rng.integers(4))
     i = int(rng.integers(len(out)))
-    if kind == 1 and len(out) > 1 and out[min(i, len(out) - 2)] != out[min(i, len(out) - 2) + 1]:
-      j = min(i, len(out) - 2)
+    j = max(min(i, len(out) - 2), 0)  # the left one of two neighbours
+    if kind == 1 and len(out) > 1 and out[j] != out[j + 1]:
       out[j], out[j + 1] = out[j + 1], out[j]
     elif kind == 2 and len(out) > 1:
       del out[i]
