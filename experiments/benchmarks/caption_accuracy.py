@@ -140,17 +140,17 @@ def main(argv):
   print(f"tokenizer: {json.dumps(out['tokenizer'])}", flush=True)
 
   def read(images, digits_list):
-    """Classifier log-probabilities [M, slots, 10] of each slot, and whether each
-    strip is right (``digits_list`` has one entry per strip)."""
+    """Classifier log-probabilities [M, slots, 10] of each slot, which slots are
+    blank, and whether each strip is right (``digits_list``: one entry per strip)."""
     crops = _slots(images, model.slots)
     logits = clf.logits(net, crops.reshape(-1, *crops.shape[2:]))
     logp = np.asarray(jax.nn.log_softmax(logits)).reshape(len(images), model.slots, 10)
-    return logp, crops, _correct(logp, crops, digits_list)
+    blank = crops.reshape(*crops.shape[:2], -1).mean(-1) < _BLANK
+    return logp, blank, _correct(logp, crops, digits_list)
 
-  def classifier_scores(logp, crops, digits_list):
+  def classifier_scores(logp, blank, digits_list):
     """The classifier as a reranker: log p(digit) of every captioned slot, and a
     large penalty for each captioned slot that is blank or unused slot that is not."""
-    blank = crops.reshape(*crops.shape[:2], -1).mean(-1) < _BLANK
     scores = np.empty(len(logp))
     for i, digits in enumerate(digits_list):
       n = len(digits)
@@ -175,10 +175,10 @@ def main(argv):
       seconds += time.perf_counter() - t0
       flat = images.reshape(-1, *images.shape[2:])
       each = [d for d in digits_list for _ in range(num)]
-      logp, crops, ok = read(flat, each)
+      logp, blank, ok = read(flat, each)
       right.append(ok.reshape(len(texts), num))
       by_clip.append(np.asarray(dalle.clip_scores(model, tokens, flat)).reshape(len(texts), num))
-      by_classifier.append(classifier_scores(logp, crops, each).reshape(len(texts), num))
+      by_classifier.append(classifier_scores(logp, blank, each).reshape(len(texts), num))
     right = np.concatenate(right)
     rows = np.arange(len(right))
     pick = lambda scores: float(right[rows, np.argmax(np.concatenate(scores), -1)].mean())

@@ -59,6 +59,10 @@ _DEFAULTS = dict(name="dalle", tokenizer_workdir="", tokenizer=None, slots=3,
                  dtype="float32", clip_width=64, caption_dropout=0.0)
 
 
+def _unit(v):
+  return v / jnp.linalg.norm(v, axis=-1, keepdims=True).clip(1e-6)
+
+
 class Clip(nnx.Module):
   """Caption and strip encoders into one space, for reranking (CLIP-style)."""
 
@@ -70,13 +74,11 @@ class Clip(nnx.Module):
     self.log_scale = nnx.Param(jnp.asarray(math.log(10.0)))
 
   def embed_text(self, caption_BxL):
-    t = self.text(self.chars(caption_BxL).reshape(caption_BxL.shape[0], -1))
-    return t / jnp.linalg.norm(t, axis=-1, keepdims=True).clip(1e-6)
+    return _unit(self.text(self.chars(caption_BxL).reshape(caption_BxL.shape[0], -1)))
 
   def embed(self, caption_BxL, image_BxHxWxC):
     i = self.image(jnp.asarray(image_BxHxWxC, jnp.float32) / 127.5 - 1.0)
-    return self.embed_text(caption_BxL), i / jnp.linalg.norm(i, axis=-1,
-                                                             keepdims=True).clip(1e-6)
+    return self.embed_text(caption_BxL), _unit(i)
 
   def loss(self, caption_BxL, image_BxHxWxC, negative_BxL=None):
     """Symmetric InfoNCE over the batch, and the accuracy of each image's pick of
