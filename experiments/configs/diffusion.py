@@ -63,6 +63,7 @@ def get_config(variant: str = "digits"):
   c.model.sample_steps = 250
   c.model.sampler = "ancestral"
   c.model.guidance = 0.0
+  c.model.fourier_features = ()
   c.optimizer.learning_rate = 2e-4
   c.optimizer.grad_clip_norm = 1.0
 

@@ -85,7 +85,7 @@ _DEFAULTS = dict(
     schedule="cosine", timesteps=1000, gamma_min=-13.3, gamma_max=5.0,
     parameterization="eps", loss="vdm", num_classes=0, label_dropout=0.1,
     ema_decay=0.9999, ema_warmup=True, schedule_width=1024, sample_steps=0,
-    sampler="ancestral", guidance=0.0, dtype="float32")
+    sampler="ancestral", guidance=0.0, dtype="float32", fourier_features=())
 _LINEAR_B0, _LINEAR_B1, _LINEAR_T_MIN = 0.1, 20.0, 1e-3
 _LEVELS = 256  # 8-bit data
 
@@ -163,14 +163,15 @@ class UNet(nnx.Module):
 
   def __init__(self, input_shape, channels, channel_mults, num_res_blocks,
                attention_resolutions, num_heads, num_groups, dropout, num_classes,
-               *, dtype=None, rngs: nnx.Rngs):
+               fourier_features=(), *, dtype=None, rngs: nnx.Rngs):
     h, _, c = input_shape
     emb = 4 * channels
     self.channels, self.input_shape, self.dtype = channels, tuple(input_shape), dtype
+    self.fourier_features = tuple(fourier_features)
     kw = dict(dtype=dtype, rngs=rngs)
     self.temb1, self.temb2 = nn.linear(channels, emb, **kw), nn.linear(emb, emb, **kw)
     self.label_embed = (nnx.Embed(num_classes + 1, emb, **kw) if num_classes else None)
-    self.conv_in = nn.conv(c, channels, **kw)
+    self.conv_in = nn.conv(c * (1 + 2 * len(self.fourier_features)), channels, **kw)
 
     def block(i, o, res):
       attn = (AttentionBlock(o, num_heads, num_groups, **kw)
@@ -212,7 +213,8 @@ class UNet(nnx.Module):
     num_blocks = 2 + sum(not isinstance(layer, (nn.Downsample, nn.Upsample))
                          for layer in (*self.down, *self.up))
     keys = iter(jax.random.split(key, num_blocks) if key is not None else [None] * num_blocks)
-    h = self.conv_in(nn.to_compute(z_BxHxWxC, self.dtype))
+    z = fourier_features(z_BxHxWxC, self.fourier_features)
+    h = self.conv_in(nn.to_compute(z, self.dtype))
     hs = [h]
     for layer in self.down:
       if isinstance(layer, nn.Downsample):
@@ -230,6 +232,23 @@ class UNet(nnx.Module):
         h = layer[0](jnp.concatenate([h, hs.pop()], axis=-1), emb, next(keys))
         h = h if layer[1] is None else layer[1](h)
     return nn.at_least_float32(self.conv_out(jax.nn.silu(self.norm_out(h))))
+
+
+def fourier_features(z_BxHxWxC: jax.Array, exponents: tuple[int, ...]) -> jax.Array:
+  """``z`` and, per exponent ``n``, ``sin`` and ``cos`` of ``2^n 2 pi z`` (VDM's input
+  features), stacked on the channels: ``[..., C (1 + 2 len(exponents))]``.
+
+  With ``n = 7`` the period is one 8-bit bin (``1/128`` on ``[-1, 1]``), so the
+  features tell the network where ``z`` sits inside its bin: what it needs to
+  predict the noise at high signal-to-noise ratios, where the bound's fine-scale
+  bits are decided. In float32 (the features of a bfloat16 ``z`` would be noise).
+  """
+  if not exponents:
+    return z_BxHxWxC
+  z = z_BxHxWxC.astype(jnp.float32)
+  w = 2.0 * math.pi * jnp.exp2(jnp.asarray(exponents, jnp.float32))
+  zw = (z[..., None] * w).reshape(*z.shape[:-1], -1)  # channel-major, exponent-minor
+  return jnp.concatenate([z, jnp.sin(zw), jnp.cos(zw)], axis=-1)
 
 
 class _Monotone(nnx.Module):
@@ -270,7 +289,8 @@ class Core(nnx.Module):
     self.unet = UNet(cfg["input_shape"], cfg["channels"], cfg["channel_mults"],
                      cfg["num_res_blocks"], cfg["attention_resolutions"], cfg["num_heads"],
                      cfg["num_groups"], cfg["dropout"], cfg["num_classes"],
-                     dtype=nn.compute_dtype(cfg["dtype"]), rngs=rngs)
+                     cfg["fourier_features"], dtype=nn.compute_dtype(cfg["dtype"]),
+                     rngs=rngs)
     self.schedule_net = (LearnedSchedule(cfg["gamma_min"], cfg["gamma_max"],
                                          cfg["schedule_width"], rngs=rngs)
                          if cfg["schedule"] == "learned" else None)
@@ -313,7 +333,9 @@ def build(config, key: jax.Array) -> Diffusion:
       unconditional) and ``label_dropout``; ``ema_decay`` and ``ema_warmup``;
       sampling defaults ``sample_steps`` (0 = T, or 1,000 in continuous time),
       ``sampler`` and ``guidance``; ``dtype`` (``"float32"`` or ``"bfloat16"``: the
-      U-Net's computation; parameters, schedule, loss and bound stay float32).
+      U-Net's computation; parameters, schedule, loss and bound stay float32);
+      ``fourier_features`` (base-2 exponents ``n`` of VDM's input features
+      ``sin, cos(2^n 2 pi z)``; ``()`` = none, ``(6, 7)`` for 8-bit data).
     key: PRNG key of the initialisation.
 
   Raises:
@@ -332,6 +354,11 @@ def build(config, key: jax.Array) -> Diffusion:
          "a non-empty sequence of positive ints", cfg["channel_mults"])
   cfg["channel_mults"] = mults
   cfg["attention_resolutions"] = tuple(int(r) for r in cfg["attention_resolutions"])
+  _check(isinstance(cfg["fourier_features"], (tuple, list))
+         and all(_is_int(n, 0) and n <= 12 for n in cfg["fourier_features"]),
+         "fourier_features", "a sequence of ints in 0..12 (base-2 exponents, e.g. (6, 7))",
+         cfg["fourier_features"])
+  cfg["fourier_features"] = tuple(cfg["fourier_features"])
   _check(0.0 <= cfg["dropout"] < 1.0, "dropout", "in [0, 1)", cfg["dropout"])
   _check(0.0 <= cfg["label_dropout"] < 1.0, "label_dropout", "in [0, 1)",
          cfg["label_dropout"])

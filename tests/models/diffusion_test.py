@@ -247,6 +247,34 @@ def test_config_errors_name_the_field():
     diffusion.build(_config(channel_mults=()), jax.random.key(0))
   with pytest.raises(ValueError, match="unknown field"):
     diffusion.build(_config(nope=1), jax.random.key(0))
+  with pytest.raises(ValueError, match="config.model.fourier_features"):
+    diffusion.build(_config(fourier_features=7), jax.random.key(0))
+
+
+def test_fourier_features_locate_z_inside_its_8bit_bin():
+  """VDM's input features: ``sin, cos(2^n 2 pi z)`` per channel; at ``n = 7`` they
+  repeat every bin (equal on every bin centre) and resolve offsets inside a bin."""
+  z = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 3, 3, 2)), jnp.float32)
+  f = diffusion.fourier_features(z, (6, 7))
+  assert f.shape == (2, 3, 3, 2 * 5) and f.dtype == jnp.float32
+  np.testing.assert_array_equal(f[..., :2], z)
+  for c in range(2):
+    for j, n in enumerate((6, 7)):
+      w = 2.0 * np.pi * 2.0 ** n
+      np.testing.assert_allclose(f[..., 2 + 2 * c + j], np.sin(w * np.asarray(z[..., c])),
+                                 atol=2e-4)
+      np.testing.assert_allclose(f[..., 6 + 2 * c + j], np.cos(w * np.asarray(z[..., c])),
+                                 atol=2e-4)
+  centres = diffusion.to_unit(jnp.arange(256, dtype=jnp.uint8)).reshape(1, 16, 16, 1)
+  per_bin = diffusion.fourier_features(centres, (7,))[..., 1:]
+  np.testing.assert_allclose(per_bin - per_bin[:, :1, :1], 0.0, atol=2e-3)
+  quarter = diffusion.fourier_features(centres + 1.0 / 512, (7,))[..., 1:]  # a quarter bin up
+  assert float(jnp.abs(quarter - per_bin).min()) > 0.9
+  assert diffusion.fourier_features(z, ()) is z
+  model = _model(fourier_features=(6, 7))  # the U-Net reads them, and the bound holds
+  assert model.core.unet.conv_in.kernel.shape[-2] == 5
+  ll = diffusion.log_likelihood(model, _batch(), jax.random.key(0))
+  assert np.all(np.isfinite(ll)) and np.all(ll < 0)
 
 
 def test_bfloat16_computes_the_unet_in_bfloat16_with_a_float32_loss_and_bound():
