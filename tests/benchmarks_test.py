@@ -72,3 +72,21 @@ def test_pixel_twins_with_genjax_weights_give_genjax_logits_and_loss(pair):
                              family.conditionals(model, images), atol=1e-5)
   loss, _ = family.loss(model, {"image": images})
   assert float(twin.loss()) == pytest.approx(float(loss), rel=1e-4)
+
+
+def test_every_benchmark_imports_beside_the_others():
+  """Benchmarks define their absl flags only when run as programs: importing all of
+  them into one process (as tests do) registers no flag, so none collide."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  before = set(flags.FLAGS)
+  folder = pathlib.Path(diffusion_samplers.__file__).parent
+  names = sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+  assert {"compare", "diffusion_samplers", "gan_quality", "vs_pytorch"} <= set(names)
+  for name in names:
+    if name == "torch_twins" and importlib.util.find_spec("torch") is None:
+      continue  # PyTorch itself, from the optional bench extra
+    importlib.import_module(f"experiments.benchmarks.{name}")
+  assert set(flags.FLAGS) == before

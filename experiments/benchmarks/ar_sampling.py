@@ -26,15 +26,19 @@ from absl import flags
 
 from experiments import common
 
-_MODELS = flags.DEFINE_list("models", ["pixelcnn", "gated_pixelcnn", "pixelrnn", "pixelcnn_pp"],
-                            "families to run")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64"], "images per sampling call")
-_REPEATS = flags.DEFINE_integer("repeats", 1, "timed calls per setting")
-_QUICK = flags.DEFINE_bool("quick", False, "tiny settings, to check that it runs")
-_NAIVE_ROWS = flags.DEFINE_integer(
-    "naive_rows", 0, "time naive sampling over only this many image rows and scale "
-    "to the whole image (every naive step is one whole-network pass, so the cost per "
-    "step is the same at every position); 0 samples whole images")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _MODELS, _BATCH_SIZES, _REPEATS, _QUICK, _NAIVE_ROWS
+  _MODELS = flags.DEFINE_list("models", ["pixelcnn", "gated_pixelcnn", "pixelrnn", "pixelcnn_pp"],
+                              "families to run")
+  _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "64"], "images per sampling call")
+  _REPEATS = flags.DEFINE_integer("repeats", 1, "timed calls per setting")
+  _QUICK = flags.DEFINE_bool("quick", False, "tiny settings, to check that it runs")
+  _NAIVE_ROWS = flags.DEFINE_integer(
+      "naive_rows", 0, "time naive sampling over only this many image rows and scale "
+      "to the whole image (every naive step is one whole-network pass, so the cost per "
+      "step is the same at every position); 0 samples whole images")
 
 
 def _model(name: str, shape, likelihood: str):
@@ -112,4 +116,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

@@ -44,17 +44,22 @@ from absl import flags
 
 from experiments import common
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "a DALL-E run directory", required=True)
-_PER_SET = flags.DEFINE_integer("per_set", 200, "captions per caption set")
-_CANDIDATES = flags.DEFINE_integer("candidates", 8, "strips drawn per caption to rerank")
-_FID_SAMPLES = flags.DEFINE_integer("fid_samples", 2000, "single digits for FID/KID")
-_SEED = flags.DEFINE_integer("seed", 0, "seed of the captions and samples")
-_GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (None: off)")
-_TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "divides the logits")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "keep the k most likely image tokens (0: all)")
-_CHUNK = flags.DEFINE_integer("chunk", 1600, "strips drawn per sampler call (memory)")
-_OUT = flags.DEFINE_string("out", None, "the JSON written (default "
-                           "WORKDIR/caption_accuracy.json)")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _WORKDIR, _PER_SET, _CANDIDATES, _FID_SAMPLES, _SEED
+  global _GUIDANCE, _TEMPERATURE, _TOP_K, _CHUNK, _OUT
+  _WORKDIR = flags.DEFINE_string("workdir", None, "a DALL-E run directory", required=True)
+  _PER_SET = flags.DEFINE_integer("per_set", 200, "captions per caption set")
+  _CANDIDATES = flags.DEFINE_integer("candidates", 8, "strips drawn per caption to rerank")
+  _FID_SAMPLES = flags.DEFINE_integer("fid_samples", 2000, "single digits for FID/KID")
+  _SEED = flags.DEFINE_integer("seed", 0, "seed of the captions and samples")
+  _GUIDANCE = flags.DEFINE_float("guidance", None, "classifier-free guidance scale (None: off)")
+  _TEMPERATURE = flags.DEFINE_float("temperature", 1.0, "divides the logits")
+  _TOP_K = flags.DEFINE_integer("top_k", 0, "keep the k most likely image tokens (0: all)")
+  _CHUNK = flags.DEFINE_integer("chunk", 1600, "strips drawn per sampler call (memory)")
+  _OUT = flags.DEFINE_string("out", None, "the JSON written (default "
+                             "WORKDIR/caption_accuracy.json)")
 _BLANK = 20.0  # mean pixel (0..255) below which a slot counts as blank
 
 
@@ -209,4 +214,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

@@ -23,12 +23,16 @@ from absl import flags
 
 from experiments import common
 
-_BATCH = flags.DEFINE_integer("batch_size", 64, "images per call")
-_SIZES = flags.DEFINE_list("sizes", ["28", "14", "7"], "heights (= widths) of the maps")
-_CHANNELS = flags.DEFINE_list("channels", ["16", "32", "64", "128"],
-                              "input (= output) channels")
-_TILES = flags.DEFINE_list("tiles", ["2", "4"], "Winograd output tiles m to time")
-_REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per measurement (median)")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _BATCH, _SIZES, _CHANNELS, _TILES, _REPEATS  # pylint: disable=global-statement
+  _BATCH = flags.DEFINE_integer("batch_size", 64, "images per call")
+  _SIZES = flags.DEFINE_list("sizes", ["28", "14", "7"], "heights (= widths) of the maps")
+  _CHANNELS = flags.DEFINE_list("channels", ["16", "32", "64", "128"],
+                                "input (= output) channels")
+  _TILES = flags.DEFINE_list("tiles", ["2", "4"], "Winograd output tiles m to time")
+  _REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per measurement (median)")
 
 
 def _median_ms(fn, *args) -> float:
@@ -93,4 +97,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

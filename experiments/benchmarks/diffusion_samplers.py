@@ -25,13 +25,17 @@ from absl import flags
 
 from experiments import common
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "diffusion run directory", required=True)
-_SETTINGS = flags.DEFINE_list(
-    "settings", ["ancestral:1000", "ddim:100", "ddim:50", "ddim:20", "ddim:10"],
-    "sampler:steps[:num] settings")
-_NUM = flags.DEFINE_integer("num", 10_000, "samples per setting (and real test images)")
-_BATCH = flags.DEFINE_integer("batch_size", 500, "images per compiled sampling call")
-_SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _WORKDIR, _SETTINGS, _NUM, _BATCH, _SEED  # pylint: disable=global-statement
+  _WORKDIR = flags.DEFINE_string("workdir", None, "diffusion run directory", required=True)
+  _SETTINGS = flags.DEFINE_list(
+      "settings", ["ancestral:1000", "ddim:100", "ddim:50", "ddim:20", "ddim:10"],
+      "sampler:steps[:num] settings")
+  _NUM = flags.DEFINE_integer("num", 10_000, "samples per setting (and real test images)")
+  _BATCH = flags.DEFINE_integer("batch_size", 500, "images per compiled sampling call")
+  _SEED = flags.DEFINE_integer("seed", 0, "sampling seed")
 
 
 def parse_settings(items) -> list[tuple[str, int, int | None]]:
@@ -139,4 +143,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

@@ -21,11 +21,15 @@ from absl import flags
 
 from experiments import common
 
-_MODELS = flags.DEFINE_list("models", ["glow", "realnvp"], "flow families to run")
-_DEPTHS = flags.DEFINE_list("depths", ["4", "8", "16", "32"], "values of num_steps (K)")
-_HIDDEN = flags.DEFINE_integer("hidden", 16, "conditioner width")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "train batch size")
-_TIME_STEPS = flags.DEFINE_integer("time_steps", 5, "timed train steps per depth")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _MODELS, _DEPTHS, _HIDDEN, _BATCH, _TIME_STEPS  # pylint: disable=global-statement
+  _MODELS = flags.DEFINE_list("models", ["glow", "realnvp"], "flow families to run")
+  _DEPTHS = flags.DEFINE_list("depths", ["4", "8", "16", "32"], "values of num_steps (K)")
+  _HIDDEN = flags.DEFINE_integer("hidden", 16, "conditioner width")
+  _BATCH = flags.DEFINE_integer("batch_size", 16, "train batch size")
+  _TIME_STEPS = flags.DEFINE_integer("time_steps", 5, "timed train steps per depth")
 _NUM_SAMPLES = 64
 
 
@@ -73,4 +77,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

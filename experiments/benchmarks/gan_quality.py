@@ -36,17 +36,21 @@ from ml_collections import config_flags
 from experiments import common
 from experiments.benchmarks import measure
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/dcgan.py:mnist", "the GAN's experiment config",
-    lock_config=False)
-_WORKDIR = flags.DEFINE_string("workdir", None, "root of the runs", required=True)
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "training seeds")
-_MINUTES = flags.DEFINE_float("minutes", 60.0, "training minutes per seed")
-_STEPS = flags.DEFINE_integer("steps", 0, "train steps per seed (overrides --minutes)")
-_VAE = flags.DEFINE_string("vae_workdir", None, "a trained VAE run on MNIST to compare")
-_NUM = flags.DEFINE_integer("num_metric_samples", 10_000, "samples per metric")
-_FLOOR = flags.DEFINE_bool("floor", True, "also measure MNIST train against test (the "
-                           "floor); --nofloor when training seeds in parallel processes")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _CONFIG, _WORKDIR, _SEEDS, _MINUTES, _STEPS, _VAE, _NUM, _FLOOR
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", "experiments/configs/dcgan.py:mnist", "the GAN's experiment config",
+      lock_config=False)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "root of the runs", required=True)
+  _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "training seeds")
+  _MINUTES = flags.DEFINE_float("minutes", 60.0, "training minutes per seed")
+  _STEPS = flags.DEFINE_integer("steps", 0, "train steps per seed (overrides --minutes)")
+  _VAE = flags.DEFINE_string("vae_workdir", None, "a trained VAE run on MNIST to compare")
+  _NUM = flags.DEFINE_integer("num_metric_samples", 10_000, "samples per metric")
+  _FLOOR = flags.DEFINE_bool("floor", True, "also measure MNIST train against test (the "
+                             "floor); --nofloor when training seeds in parallel processes")
 
 
 def _model_quality(workdir, num: int) -> dict:
@@ -115,8 +119,8 @@ def main(argv):
   for view in ("8bit", "binarized") if _FLOOR.value else ():
     rows.append(_floor(base, view, _NUM.value))
   (root / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-  print(f"\n| model | view | seed | steps | train min | FID | KID | precision | recall "
-        f"| n | diverged |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+  print("\n| model | view | seed | steps | train min | FID | KID | precision | recall "
+        "| n | diverged |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
   for r in rows:
     minutes = r.get("train_minutes")
     print(f"| {r['model']} | {r['view']} | {r.get('seed', '')} | {r.get('step', '')} | "
@@ -126,4 +130,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

@@ -11,16 +11,18 @@ with fresh keys (compilation excluded).
 
 from __future__ import annotations
 
-import time
-
 from absl import flags
 
 from experiments import common
 from experiments.benchmarks import measure
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "run directory with checkpoints", required=True)
-_BATCHES = flags.DEFINE_list("batch_sizes", ["1", "64"], "images per sample call")
-_CALLS = flags.DEFINE_integer("calls", 5, "timed calls per batch size")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _WORKDIR, _BATCHES, _CALLS  # pylint: disable=global-statement
+  _WORKDIR = flags.DEFINE_string("workdir", None, "run directory with checkpoints", required=True)
+  _BATCHES = flags.DEFINE_list("batch_sizes", ["1", "64"], "images per sample call")
+  _CALLS = flags.DEFINE_integer("calls", 5, "timed calls per batch size")
 
 
 def main(argv):
@@ -40,4 +42,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

@@ -29,11 +29,15 @@ from absl import flags
 
 from experiments import common
 
-_MODELS = flags.DEFINE_list("models", ["vae", "glow", "pixelcnn", "gpt"], "families to run")
-_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
-                            "values of config.model.dtype (float32 alone leaves it unset)")
-_TIME_STEPS = flags.DEFINE_integer("time_steps", 5, "timed train steps (0: memory only)")
-_DEVICES = flags.DEFINE_integer("devices", 1, "devices of the data-parallel mesh")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _MODELS, _DTYPES, _TIME_STEPS, _DEVICES  # pylint: disable=global-statement
+  _MODELS = flags.DEFINE_list("models", ["vae", "glow", "pixelcnn", "gpt"], "families to run")
+  _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                              "values of config.model.dtype (float32 alone leaves it unset)")
+  _TIME_STEPS = flags.DEFINE_integer("time_steps", 5, "timed train steps (0: memory only)")
+  _DEVICES = flags.DEFINE_integer("devices", 1, "devices of the data-parallel mesh")
 
 
 def _config(name: str, dtype: str):
@@ -86,4 +90,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

@@ -21,13 +21,17 @@ from absl import flags
 
 from experiments import common
 
-_CONFIGS = flags.DEFINE_list("configs", ["gpt.py:shakespeare_char",
-                                         "gpt.py:shakespeare_char_gpu"],
-                             "configs (experiments/configs/<file>:<variant>)")
-_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "sequences per call")
-_NEW_TOKENS = flags.DEFINE_integer("new_tokens", 512, "tokens drawn per sequence")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "timed calls per setting (median)")
-_QUICK = flags.DEFINE_bool("quick", False, "tiny settings, to check that it runs")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _CONFIGS, _BATCH_SIZES, _NEW_TOKENS, _REPEATS, _QUICK
+  _CONFIGS = flags.DEFINE_list("configs", ["gpt.py:shakespeare_char",
+                                           "gpt.py:shakespeare_char_gpu"],
+                               "configs (experiments/configs/<file>:<variant>)")
+  _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "16"], "sequences per call")
+  _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 512, "tokens drawn per sequence")
+  _REPEATS = flags.DEFINE_integer("repeats", 3, "timed calls per setting (median)")
+  _QUICK = flags.DEFINE_bool("quick", False, "tiny settings, to check that it runs")
 
 
 def _model(spec: str):
@@ -78,4 +82,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)

@@ -102,28 +102,31 @@ _SIDES = ("genjax", "torch")
 _RESULT = "vs_pytorch result: "  # the prefix of a worker's JSON line
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
 
-_PAIRS = flags.DEFINE_list("pairs", list(PAIRS), f"pairs to run, of {', '.join(PAIRS)}")
-# allow_override: diffusion_samplers defines --batch_size too, and the tests import both
-_BATCH = flags.DEFINE_integer("batch_size", 64, "examples per train step", lower_bound=1,
-                              allow_override=True)
-_ROUNDS = flags.DEFINE_integer("rounds", 3, "rounds of one process per side", lower_bound=1)
-_STEPS = flags.DEFINE_integer("steps", 10, "timed train steps per round and side",
-                              lower_bound=1)
-_WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps first (compilation included)",
-                               lower_bound=1)
-_SAMPLE_NUM = flags.DEFINE_integer("sample_num", 8, "images per sampling call of the pixel "
-                                   "models (0: no sampling)", lower_bound=0)
-_NAIVE_SUBPIXELS = flags.DEFINE_integer(
-    "naive_subpixels", 56, "sub-pixels the PyTorch naive sampler draws while timed; its "
-    "images/s are scaled to the whole image", lower_bound=1)
-_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "add a torch.compile column")
-_DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "where both sides run")
-_OUT = flags.DEFINE_string("out", None, "write every number to this JSON file")
-_CHECK = flags.DEFINE_bool("check", False, "check the twins at initialisation; no timing")
-_WORKER = flags.DEFINE_enum("worker", None, ["genjax", "torch", "torch_compile", "gemm"],
-                            "internal: run one side of one pair and print its numbers")
-_EXTRAS = flags.DEFINE_bool("worker_extras", True,
-                            "internal: the worker also counts FLOPs and times sampling")
+
+def _define_flags() -> None:
+  """The command line's flags, defined only when this module is the program."""
+  global _PAIRS, _BATCH, _ROUNDS, _STEPS, _WARMUP, _SAMPLE_NUM
+  global _NAIVE_SUBPIXELS, _TORCH_COMPILE, _DEVICE, _OUT, _CHECK, _WORKER, _EXTRAS
+  _PAIRS = flags.DEFINE_list("pairs", list(PAIRS), f"pairs to run, of {', '.join(PAIRS)}")
+  _BATCH = flags.DEFINE_integer("batch_size", 64, "examples per train step", lower_bound=1)
+  _ROUNDS = flags.DEFINE_integer("rounds", 3, "rounds of one process per side", lower_bound=1)
+  _STEPS = flags.DEFINE_integer("steps", 10, "timed train steps per round and side",
+                                lower_bound=1)
+  _WARMUP = flags.DEFINE_integer("warmup", 3, "untimed steps first (compilation included)",
+                                 lower_bound=1)
+  _SAMPLE_NUM = flags.DEFINE_integer("sample_num", 8, "images per sampling call of the pixel "
+                                     "models (0: no sampling)", lower_bound=0)
+  _NAIVE_SUBPIXELS = flags.DEFINE_integer(
+      "naive_subpixels", 56, "sub-pixels the PyTorch naive sampler draws while timed; its "
+      "images/s are scaled to the whole image", lower_bound=1)
+  _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "add a torch.compile column")
+  _DEVICE = flags.DEFINE_enum("device", "cpu", ["cpu", "gpu"], "where both sides run")
+  _OUT = flags.DEFINE_string("out", None, "write every number to this JSON file")
+  _CHECK = flags.DEFINE_bool("check", False, "check the twins at initialisation; no timing")
+  _WORKER = flags.DEFINE_enum("worker", None, ["genjax", "torch", "torch_compile", "gemm"],
+                              "internal: run one side of one pair and print its numbers")
+  _EXTRAS = flags.DEFINE_bool("worker_extras", True,
+                              "internal: the worker also counts FLOPs and times sampling")
 
 
 class WorkerError(RuntimeError):
@@ -563,4 +566,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   common.run(main)
