@@ -22,6 +22,10 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory", required=True)
 _NUM_SAMPLES = flags.DEFINE_integer(
     "num_samples", 5000,
     "importance samples k for bound-based likelihoods (the VAE's IWAE bound)")
+_TIME_SAMPLES = flags.DEFINE_integer(
+    "time_samples", 1, "Monte-Carlo draws of the time per example for diffusion's "
+    "bound (more: a smaller spread, proportionally slower)", lower_bound=1)
+_STEP = flags.DEFINE_integer("step", None, "the checkpoint to evaluate (default: newest)")
 _SPLIT = flags.DEFINE_string("split", "test", "data split")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "examples per batch")
 _SEED = flags.DEFINE_integer("seed", 0, "seed of the evaluation's randomness")
@@ -38,6 +42,7 @@ def main(argv):
   from genjax import experiment  # pylint: disable=g-import-not-at-top
   common.setup()
   result = experiment.evaluate(_WORKDIR.value, num_samples=_NUM_SAMPLES.value,
+                               num_time_samples=_TIME_SAMPLES.value, step=_STEP.value,
                                split=_SPLIT.value, batch_size=_BATCH_SIZE.value,
                                seed=_SEED.value, sample_metrics=_SAMPLE_METRICS.value,
                                num_metric_samples=_NUM_METRIC_SAMPLES.value)

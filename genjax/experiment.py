@@ -653,6 +653,10 @@ def restore_model(workdir: str | pathlib.Path, step: int | None = None, devices=
       raise FileNotFoundError(
           f"no checkpoint in {workdir / 'checkpoints'}; train first with "
           f"python -m experiments.main --workdir={workdir} --config=...")
+    if step is not None and step not in ckpt.all_steps():
+      raise FileNotFoundError(
+          f"no checkpoint at step {step} in {workdir / 'checkpoints'}; its checkpoints "
+          f"are at steps {', '.join(map(str, sorted(ckpt.all_steps())))}")
     graphdef, abstract_state = nnx.split(nnx.eval_shape(_creator(family, config, key)))
     shardings = train_lib.state_shardings(abstract_state, make_run_mesh(config, devices))
     state, _, step = ckpt.restore(ckpt_lib.abstract_like(abstract_state, shardings), step)
@@ -662,15 +666,21 @@ def restore_model(workdir: str | pathlib.Path, step: int | None = None, devices=
 
 
 def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
+             num_time_samples: int = 1, step: int | None = None,
              split: str = "test", batch_size: int | None = None,
              seed: int = 0, sample_metrics: bool | None = None,
              num_metric_samples: int = 10_000, feature_network=None) -> dict[str, Any]:
-  """Evaluates the newest checkpoint on ``split``; writes ``workdir/eval.json``.
+  """Evaluates the newest (or ``step``'s) checkpoint on ``split``; writes
+  ``workdir/eval.json``.
 
   Args:
     workdir: a run directory.
     num_samples: importance samples for families whose ``log_likelihood`` takes
       ``num_samples`` (the VAE's IWAE bound).
+    num_time_samples: Monte-Carlo draws of the time per example for families
+      whose ``log_likelihood`` takes ``num_time_samples`` (diffusion's bound: more
+      draws, a smaller spread of the estimate, proportionally more time).
+    step: the checkpoint to evaluate (default: the newest).
     split: the data split.
     batch_size: examples per evaluation batch (default ``config.eval_batch_size``).
     seed: seed of the evaluation's randomness.
@@ -688,13 +698,17 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   """
   from genjax import metrics  # pylint: disable=g-import-not-at-top
   workdir = pathlib.Path(workdir)
-  family, model, config, step = restore_model(workdir)
+  family, model, config, step = restore_model(workdir, step)
   check_writable(workdir / "eval.json", "the evaluation output", directory=False)
   data = run_data.for_config(config, workdir)
   ll_kwargs = {}
   params = inspect.signature(family.log_likelihood).parameters
   if "num_samples" in params and has_likelihood(family):
     ll_kwargs["num_samples"] = int(num_samples)
+  if "num_time_samples" in params and has_likelihood(family):
+    if int(num_time_samples) < 1:
+      raise ValueError(f"num_time_samples must be >= 1, got {num_time_samples}")
+    ll_kwargs["num_time_samples"] = int(num_time_samples)
   batch_size = batch_size or config.eval_batch_size
   n = data.num_examples(split)
   num_batches = -(-n // batch_size)

@@ -118,9 +118,9 @@ def test_smoke_configs_run_through_the_launchers(tmp_path, data_dir, name, overr
   assert ({"prior_bpd", "recon_bpd", "diffusion_bpd", "ema_decay"} if name == "diffusion"
           else {"nll_nats"}) <= set(rows[0])
   assert all(np.isfinite(r["loss"]) for r in rows)
-  run(["experiments.evaluate", f"--workdir={workdir}"], data_dir)
+  run(["experiments.evaluate", f"--workdir={workdir}", "--time_samples=2"], data_dir)
   out = json.loads((workdir / "eval.json").read_text())
-  assert out["model"] == name and "num_samples" not in out
+  assert out["model"] == name and "num_samples" not in out and out["num_time_samples"] == 2
   values = 256 if out["view"] == "8bit" else 2
   if name == "diffusion":  # a bound: after 20 steps still above the uniform's nats
     assert out["likelihood"].startswith("lower bound") and np.isfinite(out["nll_nats"])

@@ -128,15 +128,19 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, data_dir):
 
 
 def test_evaluate_writes_eval_json(trained, data_dir):
+  """Of an older checkpoint (``--step``); an absent step names the saved ones."""
   proc = _run(["experiments.evaluate", f"--workdir={trained.workdir}",
-               "--num_samples=8"], data_dir)
+               "--num_samples=8", "--step=20"], data_dir)
   out = json.loads((trained.workdir / "eval.json").read_text())
-  assert out["num_examples"] == 300 and out["num_samples"] == 8 and out["step"] == 30
+  assert out["num_examples"] == 300 and out["num_samples"] == 8 and out["step"] == 20
+  assert "num_time_samples" not in out  # diffusion's argument only
   assert 0 < out["nll_nats"] < 64 * np.log(2) * 1.5
   assert out["bits_per_dim"] == pytest.approx(out["nll_nats"] / (64 * np.log(2)))
   # the IWAE bound (k=8) is at least as tight as the ELBO on average
   assert -out["nll_nats"] >= out["elbo"] - 0.5
   assert "binarization" in out and '"nll_nats"' in proc.stdout
+  with pytest.raises(FileNotFoundError, match="no checkpoint at step 7 .* steps 10, 20, 30"):
+    experiment.restore_model(trained.workdir, step=7)
 
 
 def test_sample_writes_png_grids(trained, data_dir, tmp_path):
