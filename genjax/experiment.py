@@ -706,9 +706,7 @@ def evaluate(workdir: str | pathlib.Path, *, num_samples: int = 5000,
   if "num_samples" in params and has_likelihood(family):
     ll_kwargs["num_samples"] = int(num_samples)
   if "num_time_samples" in params and has_likelihood(family):
-    if int(num_time_samples) < 1:
-      raise ValueError(f"num_time_samples must be >= 1, got {num_time_samples}")
-    ll_kwargs["num_time_samples"] = int(num_time_samples)
+    ll_kwargs["num_time_samples"] = int(num_time_samples)  # log_likelihood checks it
   batch_size = batch_size or config.eval_batch_size
   n = data.num_examples(split)
   num_batches = -(-n // batch_size)

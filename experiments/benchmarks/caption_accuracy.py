@@ -60,6 +60,8 @@ def _define_flags() -> None:
   _CHUNK = flags.DEFINE_integer("chunk", 1600, "strips drawn per sampler call (memory)")
   _OUT = flags.DEFINE_string("out", None, "the JSON written (default "
                              "WORKDIR/caption_accuracy.json)")
+
+
 _BLANK = 20.0  # mean pixel (0..255) below which a slot counts as blank
 
 
@@ -88,11 +90,11 @@ def _slots(images, slots: int):
   return np.stack([images[:, :, s * w:(s + 1) * w] for s in range(slots)], 1)
 
 
-def _correct(classifier_logits, crops, digits_list):
-  """Whether each strip shows its digits in order and blanks after them."""
+def _correct(classifier_logits, blank, digits_list):
+  """Whether each strip shows its digits in order and blanks after them (``blank``:
+  [M, slots], which slots are blank)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   pred = classifier_logits.argmax(-1)
-  blank = crops.reshape(*crops.shape[:2], -1).mean(-1) < _BLANK
   out = []
   for i, digits in enumerate(digits_list):
     n = len(digits)
@@ -151,7 +153,7 @@ def main(argv):
     logits = clf.logits(net, crops.reshape(-1, *crops.shape[2:]))
     logp = np.asarray(jax.nn.log_softmax(logits)).reshape(len(images), model.slots, 10)
     blank = crops.reshape(*crops.shape[:2], -1).mean(-1) < _BLANK
-    return logp, blank, _correct(logp, crops, digits_list)
+    return logp, blank, _correct(logp, blank, digits_list)
 
   def classifier_scores(logp, blank, digits_list):
     """The classifier as a reranker: log p(digit) of every captioned slot, and a
