@@ -40,7 +40,8 @@ def _define_flags() -> None:
   _DEVICES = flags.DEFINE_integer("devices", 1, "devices of the data-parallel mesh")
 
 
-def _config(name: str, dtype: str):
+def model_config(name: str, dtype: str):
+  """The config step_memory measures for family ``name`` at compute ``dtype``."""
   module = importlib.import_module(f"experiments.configs.{name}")
   if name == "gpt":
     config = module.get_config("smoke")
@@ -63,7 +64,7 @@ def main(argv):
         f"{'aliased':>8} {'temp':>8} {'peak':>8} {'step':>9}")
   for name in _MODELS.value:
     for dtype in _DTYPES.value:
-      config = _config(name, dtype)
+      config = model_config(name, dtype)
       try:
         setup = experiment.compile_setup(config, jax.devices()[:_DEVICES.value])
       except ValueError as err:
