@@ -1,15 +1,19 @@
-"""The bare train step of the overhead benchmark makes the library step's update."""
+"""The speed benchmarks compare equals: the bare train step makes the library step's
+update, the tap-skipping convolutions compute the masked layer."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from experiments.benchmarks import masked_conv_speed
 from experiments.benchmarks import step_overhead
 from experiments.configs import dcgan
 from experiments.configs import vae
 from genjax import experiment
 from genjax import models
+from genjax.nn import masked
 
 
 def test_bare_step_updates_like_the_library_step():
@@ -31,3 +35,21 @@ def test_bare_step_updates_like_the_library_step():
 def test_bare_step_refuses_a_family_with_its_own_update():
   with pytest.raises(ValueError, match="own update"):
     step_overhead.make_bare_step(models.get(dcgan.get_config("smoke").model.name), None)
+
+
+def test_tap_skipping_convolutions_equal_the_masked_layer_and_its_gradients():
+  layer = masked.causal(6, 5, 3, "B", rngs=nnx.Rngs(0))
+  kernel = layer.kernel[...] * layer.mask()
+  x = jax.random.normal(jax.random.key(1), (2, 5, 4, 6))
+  cotangent = jax.random.normal(jax.random.key(2), (2, 5, 4, 5))
+  y, vjp = jax.vjp(lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (1, 1), ((1, 0), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")), x, kernel)
+  np.testing.assert_allclose(layer(x), y, atol=1e-5)  # the reference is the layer
+  dx, dk = vjp(cotangent)
+  for name, conv in masked_conv_speed.skipping_convs().items():
+    y2, vjp2 = jax.vjp(conv, x, kernel)
+    dx2, dk2 = vjp2(cotangent)
+    np.testing.assert_allclose(y2, y, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(dx2, dx, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(dk2 * layer.mask(), dk * layer.mask(), atol=1e-5,
+                               err_msg=name)
