@@ -22,6 +22,7 @@ import time
 from absl import flags
 
 from experiments import common
+from experiments.benchmarks import measure
 
 
 def _define_flags() -> None:
@@ -33,18 +34,6 @@ def _define_flags() -> None:
                                 "input (= output) channels")
   _TILES = flags.DEFINE_list("tiles", ["2", "4"], "Winograd output tiles m to time")
   _REPEATS = flags.DEFINE_integer("repeats", 5, "timed calls per measurement (median)")
-
-
-def _median_ms(fn, *args) -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(_REPEATS.value):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)) * 1e3
 
 
 def main(argv):
@@ -78,19 +67,21 @@ def main(argv):
               lambda k: winograd.conv3x3(x, k, (0, 0, t)), k)[1](g)[0]),
       }
       for product, make in products.items():
-        ms = dict(zip(names, (_median_ms(make(t), x, k, g) for t in [0] + tiles)))
+        ms = dict(zip(names, (measure.median_ms(make(t), x, k, g, repeats=_REPEATS.value)
+                              for t in [0] + tiles)))
         best = min(ms, key=ms.get)
         print(f"{size:>3}x{size:<2} {c:>4} {product:>11}"
               + "".join(f" {v:8.2f}" for v in ms.values()) + f" {best:>7}", flush=True)
       plan = winograd.choose_plan(x.shape, k.shape)
       step = lambda conv: jax.jit(jax.grad(lambda x, k: jnp.sum(conv(x, k) ** 2),
                                            argnums=(0, 1)))
-      direct = _median_ms(step(winograd.direct3x3), x, k)
+      direct = measure.median_ms(step(winograd.direct3x3), x, k, repeats=_REPEATS.value)
       if plan is None:
         print(f"{size:>3}x{size:<2} {c:>4} {'fwd+bwd':>11} {direct:8.2f}  plan: direct",
               flush=True)
       else:
-        planned = _median_ms(step(functools.partial(winograd.conv3x3, plan=plan)), x, k)
+        planned = measure.median_ms(step(functools.partial(winograd.conv3x3, plan=plan)), x,
+                                    k, repeats=_REPEATS.value)
         print(f"{size:>3}x{size:<2} {c:>4} {'fwd+bwd':>11} {direct:8.2f}  plan "
               f"{tuple(plan)}: {planned:.2f} ({direct / planned:.2f}x)", flush=True)
   print(f"(load {os.getloadavg()[0]:.2f} at the end; {time.perf_counter() - t_start:.0f} s)")

@@ -76,18 +76,6 @@ def skipping_convs():
   return {"rows": rows, "concat": concat, "taps": taps}
 
 
-def _median_ms(fn, *args) -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(_REPEATS.value):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times)) * 1e3
-
-
 def main(argv):
   del argv
   import os  # pylint: disable=g-import-not-at-top
@@ -127,7 +115,8 @@ def main(argv):
         reference = outs
       err = max(float(np.max(np.abs(o - r)) / np.max(np.abs(r)))
                 for o, r in zip(outs, reference))
-      fwd, total = _median_ms(forward, x, kernel), _median_ms(both, x, kernel)
+      fwd, total = (measure.median_ms(f, x, kernel, repeats=_REPEATS.value)
+                    for f in (forward, both))
       print(f"{c:>8} {name:<12} {fwd:>8.1f} {total:>11.1f} "
             f"{3 * flops / total / 1e6:>8.1f} {err:>12.1e}", flush=True)
   print(f"(batch {b}, {s}x{s}, float32; {measure.cpu_model()}; "

@@ -3,7 +3,8 @@
 * `calibrated_steps`: how many train steps of a config fit a wall-clock budget
   on this machine, from the measured time of its compiled step;
 * `mnist_images`: a split of MNIST in a run's view, as ``uint8[N, 28, 28, 1]``;
-* `sampling_speed`: images per second of a model's compiled ``sample``.
+* `sampling_speed`: images per second of a model's compiled ``sample``;
+* `median_ms`: the median time of a compiled call, in milliseconds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,20 @@ import platform
 import time
 import types
 from typing import Any
+
+
+def median_ms(fn, *args, repeats: int = 5) -> float:
+  """Median milliseconds of ``fn(*args)`` over ``repeats`` synchronised calls, after
+  one untimed call (compilation)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - t0)
+  return float(np.median(times)) * 1e3
 
 
 def calibrated_steps(config, minutes: float, num_calls: int = 20) -> tuple[int, float]:
