@@ -1,6 +1,8 @@
 """The benchmark scripts' own logic (their numbers come from runs, not tests)."""
 
+import math
 import sys
+import types
 import xml.etree.ElementTree as ET
 
 import jax
@@ -8,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments.benchmarks import diffusion_samplers
+from experiments.benchmarks import vs_pytorch  # imports no PyTorch
 from genjax import models
 from genjax import train
 
@@ -33,10 +36,9 @@ def test_quality_speed_plot_is_valid_svg_with_one_point_per_setting():
 
 
 def test_vs_pytorch_refuses_unknown_pairs_and_names_the_install_without_torch(monkeypatch):
-  from experiments.benchmarks import vs_pytorch  # pylint: disable=g-import-not-at-top
   assert vs_pytorch.parse_pairs(["vae", "glow", "vae"]) == ["vae", "glow"]
   with pytest.raises(ValueError, match="unknown pair 'pixelrnn'.*choose from pixelcnn, "
-                     "gated_pixelcnn, glow, vae, dcgan"):
+                     "gated_pixelcnn, glow, vae, dcgan, gpt, diffusion"):
     vs_pytorch.parse_pairs(["pixelcnn", "pixelrnn"])
   for name in ("torch", "normflows"):  # importing them now raises ImportError
     monkeypatch.setitem(sys.modules, name, None)
@@ -44,34 +46,83 @@ def test_vs_pytorch_refuses_unknown_pairs_and_names_the_install_without_torch(mo
     vs_pytorch.require_torch()
 
 
-def test_torch_twins_have_the_parameter_counts_of_the_genjax_models():
+def test_vs_pytorch_needs_a_pairs_package_only_when_that_pair_runs(monkeypatch):
+  monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # "installed"
+  monkeypatch.setitem(sys.modules, "transformers", None)  # missing
+  vs_pytorch.require_torch(["vae"])
+  with pytest.raises(ValueError, match=r"transformers cannot be imported.*"
+                     r'pip install -e "\.\[bench\]" \(or run --pairs=vae\)'):
+    vs_pytorch.require_torch(["vae", "gpt"])
+
+
+def test_vs_pytorch_batches_are_keyed_as_genjax_data_and_gpt_losses_near_ln_vocab():
+  gpt = vs_pytorch.genjax_config("gpt", batch_size=3)
+  tokens = vs_pytorch.synthetic_batch(gpt, 3)["tokens"]
+  assert tokens.shape == (3, gpt.model.block_size + 1) and tokens.dtype == np.int32
+  assert 0 <= tokens.min() and tokens.max() < vs_pytorch.GPT_VOCAB_SIZE
+  diffusion = vs_pytorch.genjax_config("diffusion", batch_size=3)
+  image = vs_pytorch.synthetic_batch(diffusion, 3)["image"]
+  assert image.shape == (3, 28, 28, 1) and image.dtype == np.uint8
+  uniform = math.log(vs_pytorch.GPT_VOCAB_SIZE)
+  assert vs_pytorch.initial_losses_agree("gpt", gpt, uniform, uniform + 0.05)
+  assert not vs_pytorch.initial_losses_agree("gpt", gpt, 2 * uniform, 2.1 * uniform)
+  assert vs_pytorch.initial_losses_agree("diffusion", diffusion, 13.0, 1.0)  # not alike
+  assert not vs_pytorch.initial_losses_agree("diffusion", diffusion, 13.0, math.nan)
+
+
+def _require_peer(pair):
   pytest.importorskip("torch")
-  pytest.importorskip("normflows")
-  from experiments.benchmarks import torch_twins, vs_pytorch  # pylint: disable=g-import-not-at-top
-  for pair in vs_pytorch.PAIRS:
-    config = vs_pytorch.genjax_config(pair, batch_size=2)
-    model = models.get(config.model.name).build(config.model, jax.random.key(0))
-    twin = torch_twins.build(pair, config, vs_pytorch.synthetic_images(config, 2))
-    ours, theirs = train.count_params(model), twin.num_params()
-    assert abs(ours - theirs) <= vs_pytorch.PARAMS_TOLERANCE * ours, (pair, ours, theirs)
+  for module in vs_pytorch.PAIRS[pair].modules:
+    pytest.importorskip(module)
+
+
+@pytest.mark.parametrize("pair", list(vs_pytorch.PAIRS))
+def test_torch_twins_have_the_parameter_counts_of_the_genjax_models(pair):
+  _require_peer(pair)
+  from experiments.benchmarks import torch_twins  # pylint: disable=g-import-not-at-top
+  config = vs_pytorch.genjax_config(pair, batch_size=2)
+  model = models.get(config.model.name).build(config.model, jax.random.key(0))
+  twin = torch_twins.build(pair, config, vs_pytorch.synthetic_batch(config, 2))
+  ours, theirs = train.count_params(model), twin.num_params()
+  assert abs(ours - theirs) <= vs_pytorch.PARAMS_TOLERANCE * ours, (pair, ours, theirs)
 
 
 @pytest.mark.parametrize("pair", ["pixelcnn", "gated_pixelcnn"])
 def test_pixel_twins_with_genjax_weights_give_genjax_logits_and_loss(pair):
-  pytest.importorskip("torch")
-  pytest.importorskip("normflows")
-  from experiments.benchmarks import torch_twins, vs_pytorch  # pylint: disable=g-import-not-at-top
+  _require_peer(pair)
+  from experiments.benchmarks import torch_twins  # pylint: disable=g-import-not-at-top
   config = vs_pytorch.genjax_config(pair, batch_size=2)
   config.model.update(features=8, num_layers=2, output_features=8)
   family = models.get(pair)
   model = family.build(config.model, jax.random.key(0))
-  images = vs_pytorch.synthetic_images(config, 2)
-  twin = torch_twins.build(pair, config, images)
+  batch = vs_pytorch.synthetic_batch(config, 2)
+  images = batch["image"]
+  twin = torch_twins.build(pair, config, batch)
   torch_twins.copy_genjax_weights(model, twin.net)
   np.testing.assert_allclose(torch_twins.pixel_logits(twin, images),
                              family.conditionals(model, images), atol=1e-5)
   loss, _ = family.loss(model, {"image": images})
   assert float(twin.loss()) == pytest.approx(float(loss), rel=1e-4)
+
+
+@pytest.mark.parametrize("pair, small", [
+    ("gpt", dict(num_layers=2, num_heads=2, width=32)),
+    ("diffusion", dict(channels=8, channel_mults=(1, 2), attention_resolutions=(14,),
+                       fourier_features=())),
+])
+def test_gpt_and_diffusion_twins_train_on_the_batch_genjax_reads(pair, small):
+  _require_peer(pair)
+  from experiments.benchmarks import torch_twins  # pylint: disable=g-import-not-at-top
+  config = vs_pytorch.genjax_config(pair, batch_size=2)
+  config.model.update(small)
+  batch = vs_pytorch.synthetic_batch(config, 2)
+  family = models.get(pair)
+  genjax_loss, _ = family.loss(family.build(config.model, jax.random.key(0)), batch,
+                               jax.random.key(1))
+  twin = torch_twins.build(pair, config, batch)
+  first, second = float(twin.step()), float(twin.step())
+  assert vs_pytorch.initial_losses_agree(pair, config, float(genjax_loss), first)
+  assert math.isfinite(second) and second != first
 
 
 def test_every_benchmark_imports_beside_the_others():

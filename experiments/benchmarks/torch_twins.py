@@ -1,10 +1,11 @@
 """PyTorch twins of genjax models, for ``experiments.benchmarks.vs_pytorch``.
 
 Each twin is the network of a genjax config written as a PyTorch user writes it:
-channels-first (NCHW) ``nn.Module``s run eagerly, ``torch.optim.Adam`` with the
-config's peak learning rate held constant (genjax follows the config's schedule),
-betas, epsilon and gradient clipping, and a train step ``zero_grad, loss,
-backward, step``. The sizes come from the config's ``model``
+channels-first (NCHW) ``nn.Module``s run eagerly, ``torch.optim.Adam`` (``AdamW``
+where the config's optimizer is ``adamw``, with its weight decay on the same
+parameters) with the config's peak learning rate held constant (genjax follows the
+config's schedule), betas, epsilon and gradient clipping, and a train step
+``zero_grad, loss, backward, step``. The sizes come from the config's ``model``
 block, so both sides train the same network on the same batch; `build` returns a
 `Twin` whose ``notes`` say what is not the same.
 
@@ -18,12 +19,21 @@ block, so both sides train the same network on the same batch; `build` returns a
   ``ConvNet2d`` conditioner, squeeze, split) to the config's levels, steps and width.
 * `ConvVAE` (`genjax.models.vae`, ``architecture="conv"``) and the DCGAN players
   `Generator` and `Discriminator` (`genjax.models.dcgan`).
+* GPT (`genjax.models.gpt`): Hugging Face ``transformers``' ``GPT2LMHeadModel``
+  built from a ``GPT2Config`` of the same layers, heads, width, context, vocabulary,
+  MLP, LayerNorm epsilon, tied output and dropout (nothing is downloaded).
+* Diffusion (`genjax.models.diffusion`): ``denoising-diffusion-pytorch``'s ``Unet``
+  at genjax's channel widths per resolution, trained by its ``GaussianDiffusion``
+  (``objective="pred_noise"``), with a moving average of the weights as genjax's.
 
 No JAX is imported here: a PyTorch process times PyTorch alone.
 
 References:
   Stimper, Liu, Campbell, Wolf, Schölkopf & Hernández-Lobato, "normflows: A PyTorch
   Package for Normalizing Flows", JOSS 2023.
+  Wolf et al., "Transformers: State-of-the-Art Natural Language Processing", EMNLP
+  2020 (system demonstrations).
+  Wang, "denoising-diffusion-pytorch", https://github.com/lucidrains/denoising-diffusion-pytorch.
 """
 
 from __future__ import annotations
@@ -70,18 +80,26 @@ class Twin:
     return sum(p.numel() for m in self.modules.values() for p in m.parameters())
 
 
-def _adam(params, opt) -> torch.optim.Adam:
-  """``torch.optim.Adam`` with the config's optimizer settings (constant rate)."""
-  if opt.get("name", "adam") != "adam" or float(opt.get("weight_decay", 0.0) or 0.0):
-    raise ValueError(f"the PyTorch twins use Adam; config.optimizer.name is {opt.name!r}")
-  return torch.optim.Adam(params, lr=float(opt.learning_rate),
-                          betas=(float(opt.b1), float(opt.b2)), eps=float(opt.eps))
+def _optimizer(params, opt) -> torch.optim.Optimizer:
+  """``torch.optim.Adam`` or ``AdamW`` with the config's optimizer settings (constant
+  rate). ``params`` may be parameter groups: AdamW's groups may set their own
+  ``weight_decay`` (0 for the parameters genjax does not decay)."""
+  name, decay = opt.get("name", "adam"), float(opt.get("weight_decay", 0.0) or 0.0)
+  kwargs = dict(lr=float(opt.learning_rate), betas=(float(opt.b1), float(opt.b2)),
+                eps=float(opt.eps))
+  if name == "adamw":
+    return torch.optim.AdamW(params, weight_decay=decay, **kwargs)
+  if name != "adam" or decay:
+    raise ValueError(f"the PyTorch twins use Adam or AdamW; config.optimizer.name is "
+                     f"{name!r} (weight decay {decay})")
+  return torch.optim.Adam(params, **kwargs)
 
 
-def _trainer(model: nn.Module, loss_fn: Callable[[], torch.Tensor],
-             opt_config) -> Callable[[], torch.Tensor]:
-  """The plain train step of one network: Adam, optional gradient clipping."""
-  opt = _adam(model.parameters(), opt_config)
+def _trainer(model: nn.Module, loss_fn: Callable[[], torch.Tensor], opt_config,
+             params=None) -> Callable[[], torch.Tensor]:
+  """The plain train step of one network: Adam(W) on ``params`` (default all of
+  ``model``'s), optional gradient clipping."""
+  opt = _optimizer(model.parameters() if params is None else params, opt_config)
   clip = float(opt_config.get("grad_clip_norm", 0.0) or 0.0)
 
   def step():
@@ -94,6 +112,26 @@ def _trainer(model: nn.Module, loss_fn: Callable[[], torch.Tensor],
     return loss.detach()
 
   return step
+
+
+def _ema_updater(module: nn.Module, decay: float, warmup: bool) -> Callable[[], None]:
+  """The update of a moving average of ``module``'s weights, after each optimizer step.
+
+  The average (a frozen copy) moves by ``1 - d`` towards the weights, ``d =
+  min(decay, (1 + t) / (10 + t))`` at the ``t``-th update with warm-up, as genjax's
+  ``train.ema_decay``.
+  """
+  ema, updates = copy.deepcopy(module).requires_grad_(False), [0]
+
+  def update():
+    updates[0] += 1
+    t = updates[0]
+    d = min(decay, (1.0 + t) / (10.0 + t)) if warmup else decay
+    with torch.no_grad():
+      for e, p in zip(ema.parameters(), module.parameters()):
+        e.lerp_(p, 1.0 - d)
+
+  return update
 
 
 def _no_grad(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
@@ -553,15 +591,15 @@ def _dcgan_twin(config, x: torch.Tensor, compile_model: bool) -> Twin:
                      "(its stride-2 layers halve exactly)")
   gen = Generator(m.input_shape, m.latent_dim, tuple(m.g_channels)).to(x.device)
   disc = Discriminator(m.input_shape, tuple(m.d_channels)).to(x.device)
-  ema = copy.deepcopy(gen).requires_grad_(False)
+  update_ema = _ema_updater(gen, m.ema_decay, m.ema_warmup)
   opts = {}
   for name, module in (("generator", gen), ("discriminator", disc)):
     opt_config = copy.deepcopy(config.optimizer)
     opt_config.update(config.optimizer.get(name) or {})
-    opts[name] = _adam(module.parameters(), opt_config)
+    opts[name] = _optimizer(module.parameters(), opt_config)
   run_g, run_d = (torch.compile(gen), torch.compile(disc)) if compile_model else (gen, disc)
   x_real = _to_unit(x, 255.0 if m.view == "8bit" else 1.0)
-  b, updates = x.shape[0], [0]
+  b = x.shape[0]
 
   def d_loss(x_fake):
     return torch.mean(F.softplus(-run_d(x_real)) + F.softplus(run_d(x_fake)))
@@ -580,12 +618,7 @@ def _dcgan_twin(config, x: torch.Tensor, compile_model: bool) -> Twin:
     g_loss.backward()
     opts["generator"].step()
     disc.requires_grad_(True)
-    updates[0] += 1
-    t = updates[0]
-    decay = min(m.ema_decay, (1.0 + t) / (10.0 + t)) if m.ema_warmup else m.ema_decay
-    with torch.no_grad():
-      for e, p in zip(ema.parameters(), gen.parameters()):
-        e.lerp_(p, 1.0 - decay)
+    update_ema()
     return loss.detach()
 
   def loss():
@@ -598,18 +631,143 @@ def _dcgan_twin(config, x: torch.Tensor, compile_model: bool) -> Twin:
               shape=tuple(m.input_shape))
 
 
+# --------------------------------------------------------------------------- gpt
+
+
+def _gpt_twin(config, tokens: torch.Tensor, compile_model: bool) -> Twin:
+  from transformers import GPT2Config, GPT2LMHeadModel  # pylint: disable=g-import-not-at-top
+  m = config.model
+  for field, supported in (("positions", ("learned",)), ("bias", (True,)),
+                           ("dtype", ("float32",))):
+    if m.get(field, supported[0]) not in supported:
+      raise _unsupported("gpt", field, m.get(field), supported)
+  hf_config = GPT2Config(
+      vocab_size=m.vocab_size, n_positions=m.block_size, n_embd=m.width,
+      n_layer=m.num_layers, n_head=m.num_heads, n_inner=m.mlp_ratio * m.width,
+      activation_function="gelu_new",  # GELU's tanh form, as genjax's
+      resid_pdrop=m.dropout, embd_pdrop=m.dropout, attn_pdrop=0.0,
+      layer_norm_epsilon=1e-6,  # Flax's LayerNorm default (GPT-2's is 1e-5)
+      tie_word_embeddings=True, use_cache=False, bos_token_id=None, eos_token_id=None,
+      attn_implementation="sdpa")
+  model = GPT2LMHeadModel(hf_config).to(tokens.device).train()
+  run = torch.compile(model) if compile_model else model
+  inputs, targets = tokens[:, :-1], tokens[:, 1:]
+  named = list(model.named_parameters())  # the tied output weight once, as wte
+
+  def decays(name, p):  # matrices and the token embedding, as genjax's gpt.decay_mask
+    return p.dim() >= 2 and not name.endswith("wpe.weight")
+
+  groups = [{"params": [p for n, p in named if decays(n, p)]},
+            {"params": [p for n, p in named if not decays(n, p)], "weight_decay": 0.0}]
+
+  def loss():  # the mean next-token cross-entropy over positions 1..T-1, in nats
+    logits = run(input_ids=inputs).logits
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+  notes = ("the same architecture and initialisation (normal 0.02, residual projections "
+           "0.02 / sqrt(2 * layers)); attention through torch's scaled_dot_product_attention",)
+  if m.dropout:
+    notes += ("genjax drops no attention probabilities: attn_pdrop is 0, the embedding "
+              f"and residual dropout {m.dropout}",)
+  return Twin({"gpt": model}, _trainer(model, loss, config.optimizer, groups),
+              _no_grad(loss), notes)
+
+
+# --------------------------------------------------------------------- diffusion
+
+LINEAR_ATTENTION_HEAD = 8  # the channels of the one head of the Unet's linear attention
+
+
+def diffusion_unet_kwargs(m) -> dict:
+  """The arguments of denoising-diffusion-pytorch's ``Unet`` for genjax's U-Net ``m``.
+
+  Its stage ``i`` runs at width ``dims[i]`` and widens to ``dims[i + 1]`` when it
+  downsamples, with ``dims = (init_dim, dim * mult for mult in dim_mults)``; so
+  ``init_dim=channels, dim=channels // 2, dim_mults=2 * channel_mults`` gives
+  ``(16, 16, 32, 32)`` for ``mnist``: the widths of ``Unet(dim=16, dim_mults=(1, 2,
+  2))`` with a time embedding of ``4 * dim = 32`` features (genjax's has 64). That
+  halving brings the count within 5% of genjax's (295,937 against 283,827):
+  ``dim=16`` has 14% more parameters (323,393), as its stages hold two residual
+  blocks on the way down (genjax's ``num_res_blocks=1`` holds one) and linear
+  attention. Full attention (the innermost stage and the middle) has genjax's heads
+  (one of 32 channels for ``mnist``); the linear attention one head of
+  `LINEAR_ATTENTION_HEAD` channels. The Unet takes 28x28: it needs sides divisible
+  by 2 per downsampling (4 here), as genjax's stages do.
+  """
+  inner = m.channels * m.channel_mults[-1]
+  return dict(dim=m.channels // 2, init_dim=m.channels,
+              dim_mults=tuple(2 * k for k in m.channel_mults), channels=m.input_shape[2],
+              dropout=m.dropout, attn_heads=m.num_heads,
+              attn_dim_head=(LINEAR_ATTENTION_HEAD,) * (len(m.channel_mults) - 1)
+              + (inner // m.num_heads,),
+              full_attn=(False,) * (len(m.channel_mults) - 1) + (True,))
+
+
+def _diffusion_twin(config, x: torch.Tensor, compile_model: bool) -> Twin:
+  import denoising_diffusion_pytorch as ddp  # pylint: disable=g-import-not-at-top
+  m = config.model
+  h, w, _ = m.input_shape
+  innermost = h // 2 ** (len(m.channel_mults) - 1)
+  for field, supported in (("num_res_blocks", (1,)), ("num_classes", (0,)),
+                           ("attention_resolutions", ((innermost,),)),
+                           ("parameterization", ("eps",)), ("dtype", ("float32",))):
+    value = m.get(field, supported[0])
+    if (tuple(value) if isinstance(value, (list, tuple)) else value) not in supported:
+      raise _unsupported("diffusion", field, value, supported)
+  if m.channels % 2 or h % 2 ** (len(m.channel_mults) - 1) or h != w:
+    raise ValueError("the PyTorch diffusion twin needs an even config.model.channels and "
+                     "square images whose side halves exactly at every downsampling")
+  unet = ddp.Unet(**diffusion_unet_kwargs(m)).to(x.device)
+  diffusion = ddp.GaussianDiffusion(unet, image_size=h, timesteps=1000, objective="pred_noise",
+                                beta_schedule="cosine").to(x.device)
+  run = torch.compile(diffusion) if compile_model else diffusion
+  x_01 = (x.float() + 0.5) / 256.0  # bin centres; GaussianDiffusion maps [0, 1] to [-1, 1]
+  update_ema = _ema_updater(unet, m.ema_decay, m.ema_warmup)
+  train = _trainer(unet, lambda: run(x_01), config.optimizer)
+
+  def step():
+    loss = train()
+    update_ema()
+    return loss
+
+  genjax_loss = "the noise MSE on its own schedule"
+  if m.loss == "vdm":
+    genjax_loss = ("the variational bound in bits/dim (prior + reconstruction + a "
+                   f"{'discrete' if m.timesteps else 'continuous'}-time diffusion term"
+                   f"{'; the schedule is learned' if m.schedule == 'learned' else ''})")
+  notes = (
+      f"the losses differ: genjax's step is its config's loss, {genjax_loss}; PyTorch's "
+      "is GaussianDiffusion's pred_noise MSE at a uniform discrete time (T = 1000, "
+      "cosine schedule, no parameters); each is one U-Net pass and its gradient per "
+      "example, which dominate both steps",
+      "denoising-diffusion-pytorch's Unet: two residual blocks per stage on the way "
+      "down (genjax: one), linear attention at the outer stages (genjax: none), stages "
+      "that widen as they downsample (each runs at genjax's width of the stage above "
+      f"it), a time embedding of {2 * m.channels} features (genjax: {4 * m.channels}), "
+      "a 7x7 input convolution and a final residual block, RMSNorm for GroupNorm, "
+      "scale-and-shift time conditioning, memory key/values in attention",
+  )
+  if m.fourier_features:
+    notes += (f"genjax's input has VDM's Fourier features (exponents "
+              f"{tuple(m.fourier_features)}); the Unet sees the noisy image alone",)
+  return Twin({"unet": unet}, step, _no_grad(lambda: diffusion(x_01)), notes,
+              shape=tuple(m.input_shape))
+
+
 # ---------------------------------------------------------------------- builders
 
 
-def build(pair: str, config, images: np.ndarray, device: str = "cpu",
+def build(pair: str, config, batch: dict[str, np.ndarray], device: str = "cpu",
           compile_model: bool = False) -> Twin:
-  """The PyTorch twin of a genjax config, training on ``images``.
+  """The PyTorch twin of a genjax config, training on ``batch``.
 
   Args:
-    pair: ``pixelcnn``, ``gated_pixelcnn``, ``glow``, ``vae`` or ``dcgan``.
-    config: the genjax experiment config (``model`` with ``input_shape`` set, and
-      ``optimizer``).
-    images: ``uint8[B, H, W, C]``, the batch every step trains on.
+    pair: ``pixelcnn``, ``gated_pixelcnn``, ``glow``, ``vae``, ``dcgan``, ``gpt``
+      or ``diffusion``.
+    config: the genjax experiment config (``model`` with ``input_shape`` or
+      ``vocab_size`` set, and ``optimizer``).
+    batch: the batch every step trains on, as genjax's: ``{"image": uint8[B, H, W,
+      C]}`` or, for ``gpt``, ``{"tokens": int32[B, T]}``.
     device: a torch device (``cpu`` or ``cuda``).
     compile_model: wrap the networks in ``torch.compile``.
 
@@ -619,10 +777,15 @@ def build(pair: str, config, images: np.ndarray, device: str = "cpu",
   Raises:
     ValueError: for a config field the twin does not implement.
   """
+  if pair == "gpt":
+    tokens = torch.from_numpy(np.asarray(batch["tokens"], np.int64)).to(device)
+    return _gpt_twin(config, tokens, compile_model)
+  images = batch["image"]
   x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
   if pair in ("pixelcnn", "gated_pixelcnn"):
     return _pixel_twin(pair, config, x, compile_model)
-  builders = {"glow": _glow_twin, "vae": _vae_twin, "dcgan": _dcgan_twin}
+  builders = {"glow": _glow_twin, "vae": _vae_twin, "dcgan": _dcgan_twin,
+              "diffusion": _diffusion_twin}
   if pair not in builders:
     raise ValueError(f"no PyTorch twin for {pair!r}")
   return builders[pair](config, x, compile_model)

@@ -1,15 +1,17 @@
 r"""Train-step time, FLOPs and sampling speed of genjax models against PyTorch twins.
 
   python -m experiments.benchmarks.vs_pytorch \
-      [--pairs=pixelcnn,gated_pixelcnn,glow,vae,dcgan] [--batch_size=64] \
+      [--pairs=pixelcnn,gated_pixelcnn,glow,vae,dcgan,gpt,diffusion] [--batch_size=64] \
       [--rounds=3] [--steps=10] [--warmup=3] [--sample_num=8] [--naive_subpixels=56] \
       [--torch_compile] [--device=cpu|gpu] [--out=FILE.json]
   python -m experiments.benchmarks.vs_pytorch --check [--pairs=...]
 
 Each pair is one genjax config and the same architecture in PyTorch
 (`experiments.benchmarks.torch_twins`), trained at ``--batch_size`` on one
-synthetic MNIST-shaped batch (28x28x1, binarized 0/1 or 8-bit 0..255 as the
-config's data view says; the same numpy batch on both sides), float32, Adam:
+synthetic batch (seed 0; the same numpy batch on both sides), float32, Adam (AdamW
+where the config says so): MNIST-shaped images (28x28x1, binarized 0/1 or 8-bit
+0..255 as the config's data view says), or for ``gpt`` windows of ``block_size + 1``
+token ids in its vocabulary, as genjax's text data gives (`synthetic_batch`):
 
   pixelcnn        pixelcnn.py:mnist        a faithful PyTorch twin (the same masks and
                                            causal kernels, the same loss)
@@ -19,6 +21,15 @@ config's data view says; the same numpy batch on both sides), float32, Adam:
   vae             vae.py:mnist_conv        a faithful PyTorch twin (conv encoder/decoder)
   dcgan           dcgan.py:mnist           a faithful PyTorch twin making the same
                                            updates (D step, G step, generator EMA)
+  gpt             gpt.py:shakespeare_char  Hugging Face transformers' GPT2LMHeadModel
+                                           from a GPT2Config of the same architecture
+                                           (vocabulary 85: the characters of the
+                                           Shakespeare run, `GPT_VOCAB_SIZE`), AdamW
+  diffusion       diffusion.py:mnist       denoising-diffusion-pytorch's Unet at the
+                                           same widths per resolution, trained by its
+                                           GaussianDiffusion (pred_noise MSE; genjax's
+                                           step is its config's variational bound),
+                                           with a moving average of the weights
 
 It prints both sides' parameter counts (a warning line when they differ by more
 than 5%) and FLOPs per train step: XLA's cost analysis of the compiled genjax step
@@ -51,12 +62,16 @@ its float32 default (both may use TF32 in convolutions).
 
 ``--check`` does no timing: for each pair it prints both parameter counts and
 both losses at initialisation on the same batch (finite, and of the same
-magnitude), and for the pixel models loads genjax's weights into the twin and
-requires the same loss to a relative 1e-4 and the same logits.
+magnitude where both sides compute the same loss; for ``gpt`` both within 10% of
+``ln(vocabulary)``, the loss of a uniform prediction), and for the pixel models
+loads genjax's weights into the twin and requires the same loss to a relative
+1e-4 and the same logits.
 
 Time is a measurement of the machine it runs on: run it alone on an idle
 machine, not under ``nice`` beside other work. It needs the ``bench`` extra:
-``pip install -e ".[bench]"`` (torch and normflows).
+``pip install -e ".[bench]"`` (torch, normflows, transformers and
+denoising-diffusion-pytorch; a pair needs only torch and its own package, so
+``--pairs`` may leave out the pairs whose package is missing).
 """
 
 from __future__ import annotations
@@ -64,6 +79,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -87,16 +103,27 @@ class Pair:
   variant: str
   peer: str  # the PyTorch side, in words
   sampler: bool = False  # a pixel model: cached against naive sampling is timed
+  modules: tuple[str, ...] = ()  # what the PyTorch side imports besides torch
+  same_loss: bool = True  # both sides compute the same loss (so of the same magnitude)
 
 
 PAIRS = {
     "pixelcnn": Pair("pixelcnn", "mnist", "PyTorch twin", sampler=True),
     "gated_pixelcnn": Pair("gated_pixelcnn", "mnist", "PyTorch twin", sampler=True),
-    "glow": Pair("glow", "mnist", "normflows"),
+    "glow": Pair("glow", "mnist", "normflows", modules=("normflows",)),
     "vae": Pair("vae", "mnist_conv", "PyTorch twin"),
     "dcgan": Pair("dcgan", "mnist", "PyTorch twin"),
+    "gpt": Pair("gpt", "shakespeare_char", "transformers GPT2LMHeadModel",
+                modules=("transformers",)),
+    "diffusion": Pair("diffusion", "mnist", "denoising-diffusion-pytorch Unet",
+                      modules=("denoising_diffusion_pytorch",), same_loss=False),
 }
 MNIST_SHAPE = (28, 28, 1)
+# The character vocabulary of gpt.py:shakespeare_char on the Shakespeare works (84
+# characters and <unk>; 812,416 parameters, as the README's run): the tokenizer
+# comes from the text, which the benchmark does not read.
+GPT_VOCAB_SIZE = 85
+TOKEN_LOSS_TOLERANCE = 0.1  # relative distance of gpt's first losses from ln(vocabulary)
 PARAMS_TOLERANCE = 0.05  # relative difference of the parameter counts
 _SIDES = ("genjax", "torch")
 _RESULT = "vs_pytorch result: "  # the prefix of a worker's JSON line
@@ -147,25 +174,46 @@ def parse_pairs(names) -> list[str]:
   return list(dict.fromkeys(names))
 
 
-def require_torch() -> None:
-  """Raises a one-line ValueError naming the install command when torch or
-  normflows cannot be imported."""
-  try:
-    import normflows  # pylint: disable=g-import-not-at-top,unused-import
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError as e:
-    raise ValueError(f"the PyTorch side needs torch and normflows ({e}); install them "
-                     "with pip install -e \".[bench]\"") from None
+def _importable(name: str) -> bool:
+  """Whether ``import name`` finds a module; nothing is imported (a None entry in
+  ``sys.modules`` blocks the import)."""
+  if name in sys.modules:
+    return sys.modules[name] is not None
+  return importlib.util.find_spec(name) is not None
+
+
+def require_torch(pairs=None) -> None:
+  """Raises a one-line ValueError naming the install command when torch or a
+  package the PyTorch side of ``pairs`` (default: every pair) imports is missing."""
+  pairs = list(PAIRS) if pairs is None else list(pairs)
+  needed = dict.fromkeys(["torch"] + [m for p in pairs for m in PAIRS[p].modules])
+  missing = [name for name in needed if not _importable(name)]
+  if missing:
+    without = [p for p in pairs if not set(PAIRS[p].modules) & set(missing)]
+    hint = (f" (or run --pairs={','.join(without)})"
+            if "torch" not in missing and without else "")
+    raise ValueError(f"the PyTorch side of {', '.join(pairs)} needs {', '.join(needed)}; "
+                     f"{', '.join(missing)} cannot be imported: install them with "
+                     f"pip install -e \".[bench]\"{hint}")
 
 
 def genjax_config(pair: str, batch_size: int):
-  """The genjax experiment config of ``pair`` at ``batch_size``, with its input shape set."""
+  """The genjax experiment config of ``pair`` at ``batch_size``, with its input
+  shape (images) or its vocabulary (`GPT_VOCAB_SIZE`, token models) set."""
   spec = PAIRS[pair]
   config = importlib.import_module(f"experiments.configs.{spec.config}").get_config(
       spec.variant)
   config.batch_size = batch_size
-  config.model.input_shape = MNIST_SHAPE
+  if is_token_model(config):
+    config.model.vocab_size = GPT_VOCAB_SIZE
+  else:
+    config.model.input_shape = MNIST_SHAPE
   return config
+
+
+def is_token_model(config) -> bool:
+  """Whether the config's model reads token ids (its model block has a vocabulary)."""
+  return "vocab_size" in config.model
 
 
 def synthetic_images(config, batch_size: int) -> np.ndarray:
@@ -173,6 +221,22 @@ def synthetic_images(config, batch_size: int) -> np.ndarray:
   high = 2 if config.data.view == "binarized" else 256
   return np.random.default_rng(0).integers(0, high, (batch_size, *MNIST_SHAPE),
                                            dtype=np.uint8)
+
+
+def synthetic_batch(config, batch_size: int) -> dict[str, np.ndarray]:
+  """The batch both sides train on, keyed as genjax's data for the config (seed 0).
+
+  Token models: ``{"tokens": int32[B, block_size + 1]}``, ids uniform in the
+  vocabulary (a training window of genjax's text data: the model reads the first
+  ``block_size`` tokens and predicts the last ``block_size``). Images:
+  ``{"image": synthetic_images(...), "label": zeros int32[B]}``.
+  """
+  if is_token_model(config):
+    shape = (batch_size, config.model.block_size + 1)
+    return {"tokens": np.random.default_rng(0).integers(0, config.model.vocab_size, shape,
+                                                        dtype=np.int32)}
+  return {"image": synthetic_images(config, batch_size),
+          "label": np.zeros(batch_size, np.int32)}
 
 
 def _gpu() -> bool:
@@ -208,19 +272,41 @@ def _gemm_worker() -> dict:
           "device": jax.devices()[0].device_kind}
 
 
+def _genjax_setup(config):
+  """``experiment.compile_setup`` of one device, except that a token model's text is
+  not read: its vocabulary is set (`genjax_config`) and its tokenizer not needed."""
+  import types  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from genjax import experiment, models  # pylint: disable=g-import-not-at-top
+  from genjax import train as train_lib  # pylint: disable=g-import-not-at-top
+  if not is_token_model(config):
+    return experiment.compile_setup(config, jax.devices()[:1])
+  family, key = models.get(config.model.name), jax.random.key(config.seed)
+  mesh = experiment.make_run_mesh(config, jax.devices()[:1])
+  ts = train_lib.create_train_state(family, config.model, config.optimizer,
+                                    config.total_steps, key)
+  graphdef, state = nnx.split(ts)
+  shardings = train_lib.state_shardings(state, mesh)
+  return types.SimpleNamespace(
+      step=train_lib.compile_train_step(family, graphdef, mesh, shardings),
+      state=jax.device_put(state, shardings), key=key,
+      num_params=train_lib.count_params(ts.model),
+      device_kind=mesh.devices.flat[0].device_kind, family=family, graphdef=graphdef,
+      mesh=mesh)
+
+
 def _genjax_worker(pair: str, extras: bool) -> dict:
   """Compiles and times the genjax train step of ``pair``; times cached sampling."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from genjax import experiment, inspection  # pylint: disable=g-import-not-at-top
+  from genjax import inspection  # pylint: disable=g-import-not-at-top
   from genjax import train as train_lib  # pylint: disable=g-import-not-at-top
   common.setup()
   _check_jax_device()
   config = genjax_config(pair, _BATCH.value)
-  setup = experiment.compile_setup(config, jax.devices()[:1])
-  images = synthetic_images(config, _BATCH.value)
-  batch = train_lib.shard_batch(
-      {"image": images, "label": np.zeros(len(images), np.int32)}, setup.mesh)
+  setup = _genjax_setup(config)
+  batch = train_lib.shard_batch(synthetic_batch(config, _BATCH.value), setup.mesh)
   state, key = setup.state, setup.key
   if getattr(setup.family, "initialize", None) is not None:  # ActNorm, as a run does
     ts = nnx.merge(setup.graphdef, state)
@@ -258,7 +344,7 @@ def _genjax_worker(pair: str, extras: bool) -> dict:
 
 def _torch_worker(pair: str, extras: bool, compile_model: bool) -> dict:
   """Times the PyTorch twin's train step (eager or compiled) and naive sampling."""
-  require_torch()
+  require_torch([pair])
   import torch  # pylint: disable=g-import-not-at-top
   from torch.utils.flop_counter import FlopCounterMode  # pylint: disable=g-import-not-at-top
   from experiments.benchmarks import torch_twins  # pylint: disable=g-import-not-at-top
@@ -268,7 +354,7 @@ def _torch_worker(pair: str, extras: bool, compile_model: bool) -> dict:
   torch.set_num_threads(os.cpu_count())
   torch.manual_seed(0)
   config = genjax_config(pair, _BATCH.value)
-  twin = torch_twins.build(pair, config, synthetic_images(config, _BATCH.value),
+  twin = torch_twins.build(pair, config, synthetic_batch(config, _BATCH.value),
                            "cuda" if _gpu() else "cpu", compile_model)
   t0 = time.perf_counter()
   init_loss = float(twin.step())  # torch.compile compiles here
@@ -380,6 +466,21 @@ def same_magnitude(a: float, b: float) -> bool:
   return math.isfinite(a) and math.isfinite(b) and (a == b or 0.5 <= a / b <= 2.0)
 
 
+def initial_losses_agree(pair: str, config, genjax_loss: float, torch_loss: float) -> bool:
+  """The check of both losses at initialisation: finite; of the same magnitude where
+  both sides compute the same loss; for a token model both within
+  `TOKEN_LOSS_TOLERANCE` of ``ln(vocabulary)``, the loss of a uniform prediction."""
+  losses = (genjax_loss, torch_loss)
+  if not all(map(math.isfinite, losses)):
+    return False
+  if PAIRS[pair].same_loss and not same_magnitude(*losses):
+    return False
+  if is_token_model(config):
+    uniform = math.log(config.model.vocab_size)
+    return all(abs(x - uniform) <= TOKEN_LOSS_TOLERANCE * uniform for x in losses)
+  return True
+
+
 def _fmt(x, spec: str) -> str:
   return "-" if x is None else format(x, spec)
 
@@ -418,8 +519,9 @@ def _notes(row: dict, errors: dict[str, str], gemm_gflops: float) -> list[str]:
     out.append(f"warning: {pair}: the parameter counts differ by more than "
                f"{PARAMS_TOLERANCE:.0%} (genjax {p['genjax']:,}, torch {p['torch']:,})")
   g, t = row["init_loss"]["genjax"], row["init_loss"]["torch"]
+  comparable = not PAIRS[pair].same_loss or same_magnitude(g, t)
   out.append(f"{pair}: loss at the first step genjax {g:.4g}, torch {t:.4g}"
-             + ("" if same_magnitude(g, t) else "  (warning: not of the same magnitude)"))
+             + ("" if comparable else "  (warning: not of the same magnitude)"))
   flops = row["flops"]
   if flops["genjax"] and flops["torch"] and flops["genjax"] < 0.5 * flops["torch"]:
     by_count = row["gflops_per_second_by_torch_count"]["genjax"]
@@ -435,7 +537,8 @@ def _notes(row: dict, errors: dict[str, str], gemm_gflops: float) -> list[str]:
 
 def _versions() -> dict[str, str | None]:
   out = {}
-  for name in ("jax", "jaxlib", "flax", "optax", "torch", "normflows"):
+  for name in ("jax", "jaxlib", "flax", "optax", "torch", "normflows", "transformers",
+               "denoising-diffusion-pytorch"):
     try:
       out[name] = importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
@@ -460,18 +563,22 @@ def run_check(pairs: list[str], batch_size: int) -> bool:
     config = genjax_config(pair, batch_size)
     family, key = models.get(config.model.name), jax.random.key(0)
     model = family.build(config.model, key)
-    images = synthetic_images(config, batch_size)
-    batch = {"image": images, "label": np.zeros(batch_size, np.int32)}
+    batch = synthetic_batch(config, batch_size)
     if getattr(family, "initialize", None) is not None:
       family.initialize(model, batch, jax.random.fold_in(key, 1))
-    twin = torch_twins.build(pair, config, images)
+    twin = torch_twins.build(pair, config, batch)
     g, t = float(family.loss(model, batch, key)[0]), float(twin.loss())
     pg, pt = train_lib.count_params(model), twin.num_params()
-    ok = (same_magnitude(g, t)
+    ok = (initial_losses_agree(pair, config, g, t)
           and abs(pg - pt) <= PARAMS_TOLERANCE * max(pg, pt))
     line = (f"{pair}: params genjax {pg:,}, torch {pt:,}; loss at initialisation "
             f"genjax {g:.4f}, torch {t:.4f}")
+    if is_token_model(config):
+      line += f" (ln {config.model.vocab_size} = {math.log(config.model.vocab_size):.4f})"
+    if not PAIRS[pair].same_loss:
+      line += " (different losses: finite is checked)"
     if PAIRS[pair].sampler:
+      images = batch["image"]
       torch_twins.copy_genjax_weights(model, twin.net)
       copied = float(twin.loss())
       logits = np.asarray(family.conditionals(model, images))
@@ -494,7 +601,7 @@ def main(argv):
   if _WORKER.value is not None:
     _worker_main(pairs[0])
     return
-  require_torch()
+  require_torch(pairs)
   if _CHECK.value:
     if not run_check(pairs, _BATCH.value):
       common.fail("a twin does not match its genjax model (see the lines above)")
@@ -512,7 +619,8 @@ def main(argv):
   print(f"{measure.cpu_model()}, {os.cpu_count()} cores; device {_DEVICE.value} "
         f"({gemm['device']}); GEMM peak {gemm['gflops_per_second']:.1f} GFLOP/s "
         f"(JAX float32 {gemm['size']}x{gemm['size']} matmul, fastest of 10)", flush=True)
-  print(f"batch {_BATCH.value}, float32, Adam; {_ROUNDS.value} rounds x {_STEPS.value} "
+  print(f"batch {_BATCH.value}, float32, Adam or AdamW as the config says; "
+        f"{_ROUNDS.value} rounds x {_STEPS.value} "
         f"timed steps after {_WARMUP.value} warm-up steps; PyTorch eager "
         f"(torch.set_num_threads(os.cpu_count()) = {os.cpu_count()}), channels-first",
         flush=True)
