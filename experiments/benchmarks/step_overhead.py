@@ -12,24 +12,26 @@ loss, its gradient and the optimizer's update:
 * three norms for the logs: of the gradients, the new parameters and the update;
 * the step counter advanced only when every metric is finite, metrics as float32.
 
-For each model this script compiles that step and a bare one (the same loss,
-``nnx.value_and_grad`` and ``nnx.Optimizer.update``; no guard, no norms, the
-family's metrics returned as they are) from the same state and batch, and times
-them back to back (`genjax.inspection.time_chained`, the state donated), in
-``--rounds`` alternating rounds of ``--steps`` steps; the table shows the median
-of the rounds and the overhead, library / bare - 1.
+For each model this script compiles that step and a bare one from the same
+state and batch: the same step traced with the finiteness test replaced by a
+constant True and the norms by constant zeros (`without_checks`), which XLA then
+folds away; every other operation (the loss, its gradient, the optimizer's update,
+a family's own ``update`` hook such as diffusion's moving average or the GAN's two
+players) is the library's own. It times them back to back
+(`genjax.inspection.time_chained`, the state donated), in ``--rounds`` alternating
+rounds of ``--steps`` steps; the table shows the median of the rounds and the
+overhead, library / bare - 1.
 
 A model is ``name`` (its ``mnist`` config) or ``name:variant``; ``gpt`` is the
 shakespeare_char architecture on generated tokens, as in ``step_memory``. Image
-models run at ``--batch_size`` (0: the config's own). Families with their own
-``update`` (the GAN: one step per player) are not measured: their guard is the
-same ``gradient_step``.
+models run at ``--batch_size`` (0: the config's own).
 
 Time is a measurement of the machine it runs on: run it alone on an idle machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import statistics
@@ -41,7 +43,8 @@ from experiments import common
 from experiments.benchmarks import measure
 from experiments.benchmarks import step_memory
 
-DEFAULT_MODELS = ("pixelcnn", "gated_pixelcnn", "glow", "vae:mnist_conv", "diffusion", "gpt")
+DEFAULT_MODELS = ("pixelcnn", "gated_pixelcnn", "glow", "vae:mnist_conv", "dcgan", "diffusion",
+                  "gpt")
 
 
 def _define_flags() -> None:
@@ -56,32 +59,30 @@ def _define_flags() -> None:
   _OUT = flags.DEFINE_string("out", None, "write every number to this JSON file")
 
 
-def make_bare_step(family, graphdef):
-  """The jitted train step without the guard and the norms (state donated).
+@contextlib.contextmanager
+def without_checks():
+  """While active, `genjax.train` traces its finiteness test as a constant True and
+  its norms as constant zeros: a step traced (compiled) inside is the library's
+  step without the non-finite guard and the norms."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from genjax import train  # pylint: disable=g-import-not-at-top
+  saved = train._all_finite, train.global_norm  # pylint: disable=protected-access
+  train._all_finite = lambda leaves: jnp.asarray(True)  # pylint: disable=protected-access
+  train.global_norm = lambda tree: jnp.zeros((), jnp.float32)
+  try:
+    yield
+  finally:
+    train._all_finite, train.global_norm = saved  # pylint: disable=protected-access
 
-  ``(state, batch, key) -> (state, metrics)`` with the same loss, randomness and
-  optimizer update as `genjax.train.make_train_step`.
 
-  Raises:
-    ValueError: for a family with its own ``update`` hook.
-  """
+def compile_bare_step(family, graphdef, state, batch, key):
+  """The compiled train step of ``family`` without its guard and norms (state
+  donated), for arguments shaped as ``(state, batch, key)``."""
   import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  if getattr(family, "update", None) is not None:
-    raise ValueError(f"{family.__name__} has its own update; only the default one is "
-                     "compared")
-
-  def step(state, batch, key):
-    ts = nnx.merge(graphdef, state)
-    key = jax.random.fold_in(key, ts.step[...])
-    (loss, metrics), grads = nnx.value_and_grad(
-        lambda m: family.loss(m, batch, key), argnums=nnx.DiffState(0, ts.opt.wrt),
-        has_aux=True)(ts.model)
-    ts.opt.update(ts.model, grads)
-    ts.step[...] = ts.step[...] + 1
-    return nnx.state(ts), {**metrics, "loss": loss}
-
-  return jax.jit(step, donate_argnums=0)
+  from genjax import train  # pylint: disable=g-import-not-at-top
+  with without_checks():
+    step = jax.jit(train.make_train_step(family, graphdef), donate_argnums=0)
+    return step.lower(state, batch, key).compile()
 
 
 def model_config(spec: str, batch_size: int):
@@ -104,7 +105,7 @@ def measure_model(spec: str, batch_size: int, rounds: int, steps: int) -> dict:
   from genjax import experiment, inspection  # pylint: disable=g-import-not-at-top
   config = model_config(spec, batch_size)
   setup = experiment.compile_setup(config, jax.devices()[:1])
-  bare = make_bare_step(setup.family, setup.graphdef)
+  bare = compile_bare_step(setup.family, setup.graphdef, setup.state, setup.batch, setup.key)
   states = {"library": setup.state,
             "bare": jax.tree.map(jnp.copy, setup.state)}  # each step donates its own
   steps_of = {"library": setup.step, "bare": bare}
