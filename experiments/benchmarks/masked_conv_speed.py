@@ -107,8 +107,12 @@ def main(argv):
     reference = None
     for name, fn in {"library": library, **skipping_convs()}.items():
       forward = jax.jit(fn)
-      both = jax.jit(lambda x, k, fn=fn: (lambda y, vjp: (y, *vjp(cotangent)))(
-          *jax.vjp(fn, x, k)))
+
+      def output_and_gradients(x, k, fn=fn):
+        y, vjp = jax.vjp(fn, x, k)
+        return (y, *vjp(cotangent))
+
+      both = jax.jit(output_and_gradients)
       outs = [np.asarray(o) for o in both(x, kernel)]
       outs[2] = outs[2] * layer.mask()  # the zero tap's gradient is masked away
       if reference is None:
