@@ -607,13 +607,17 @@ def synthetic_batch(config, batch_size: int | None = None, seed: int = 0) -> dic
   return run_data.for_config(config).synthetic_batch(batch_size or config.batch_size, seed)
 
 
-def compile_setup(config, devices=None) -> types.SimpleNamespace:
-  """A fresh train state, a synthetic batch and the jitted train step of ``config``.
+def compile_setup(config, devices=None, batch=None) -> types.SimpleNamespace:
+  """A fresh train state, a batch and the jitted train step of ``config``.
 
-  For inspection and benchmarks: nothing is read from disk. The train step is
-  not yet compiled (``inspection.inspect_jitted`` compiles it).
+  For inspection and benchmarks: no example is read. The batch is a synthetic one
+  shaped like the config's data, or ``batch`` (host arrays); given a batch, the
+  data is not read at all (`prepare_config` with ``read_data=False``), so the
+  config must hold the model fields the data would fill (a token model's
+  ``vocab_size``). The train step is not yet compiled (``inspection.inspect_jitted``
+  compiles it).
   """
-  config = prepare_config(config)
+  config = prepare_config(config, read_data=batch is None)
   family = models.get(config.model.name)
   mesh = make_run_mesh(config, devices)
   ts = _creator(family, config, jax.random.key(config.seed))()
@@ -623,7 +627,7 @@ def compile_setup(config, devices=None) -> types.SimpleNamespace:
   return types.SimpleNamespace(
       step=train_lib.compile_train_step(family, graphdef, mesh, shardings),
       state=jax.device_put(state, shardings),
-      batch=train_lib.shard_batch(synthetic_batch(config), mesh),
+      batch=train_lib.shard_batch(synthetic_batch(config) if batch is None else batch, mesh),
       key=jax.random.key(config.seed), num_params=num_params,
       num_devices=mesh.devices.size, device_kind=mesh.devices.flat[0].device_kind,
       config=config, family=family, graphdef=graphdef, mesh=mesh)

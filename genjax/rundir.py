@@ -35,10 +35,14 @@ _FROZEN = ("seed", "batch_size", "model", "data.name", "data.view", "data.holdou
 
 
 def prepare_config(config: ml_collections.ConfigDict,
-                   workdir: str | pathlib.Path | None = None) -> ml_collections.ConfigDict:
+                   workdir: str | pathlib.Path | None = None, *,
+                   read_data: bool = True) -> ml_collections.ConfigDict:
   """Validates a config and fills the model fields that follow from the data:
   ``model.input_shape`` for images, ``model.vocab_size`` (the tokenizer's; the
   copy in ``workdir`` when a text run has saved one) for text.
+
+  ``read_data=False`` validates only: the data is not read, and the config must
+  already hold those fields (a benchmark on a synthetic batch without the corpus).
 
   Raises:
     KeyError: unknown model or dataset name (the message lists the known ones).
@@ -46,8 +50,8 @@ def prepare_config(config: ml_collections.ConfigDict,
   """
   config = ml_collections.ConfigDict(config.to_dict())
   family = models.get(config.model.name)
-  data = run_data.for_config(config, workdir)
-  for name, value in data.model_fields().items():
+  data_fields = run_data.for_config(config, workdir).model_fields() if read_data else {}
+  for name, value in data_fields.items():
     given = config.model.get(name)
     if hasattr(given, "to_dict"):
       given = given.to_dict()

@@ -10,6 +10,7 @@ from flax import nnx
 from experiments.benchmarks import masked_conv_speed
 from experiments.benchmarks import step_overhead
 from experiments.configs import dcgan
+from experiments.configs import gpt
 from experiments.configs import vae
 from genjax import experiment
 from genjax import train
@@ -56,3 +57,18 @@ def test_tap_skipping_convolutions_equal_the_masked_layer_and_its_gradients():
     np.testing.assert_allclose(dx2, dx, atol=1e-5, err_msg=name)
     np.testing.assert_allclose(dk2 * layer.mask(), dk * layer.mask(), atol=1e-5,
                                err_msg=name)
+
+
+def test_compile_setup_with_a_batch_reads_no_data(tmp_path):
+  """vs_pytorch's GPT: the text directory does not exist, the vocabulary is given."""
+  config = gpt.get_config("shakespeare_char")
+  config.model.update(vocab_size=11, block_size=8, num_layers=1, num_heads=2, width=16)
+  config.data.text_dir = str(tmp_path / "absent")
+  batch = {"tokens": np.random.default_rng(0).integers(0, 11, (4, 9), dtype=np.int32)}
+  setup = experiment.compile_setup(config, jax.devices()[:1], batch=batch)
+  assert setup.config.model.vocab_size == 11
+  np.testing.assert_array_equal(np.asarray(setup.batch["tokens"]), batch["tokens"])
+  _, metrics = setup.step(setup.state, setup.batch, setup.key)
+  assert np.isfinite(float(metrics["loss"]))
+  with pytest.raises(FileNotFoundError, match="absent"):  # without it, the text is read
+    experiment.compile_setup(config, jax.devices()[:1])

@@ -272,42 +272,19 @@ def _gemm_worker() -> dict:
           "device": jax.devices()[0].device_kind}
 
 
-def _genjax_setup(config):
-  """``experiment.compile_setup`` of one device, except that a token model's text is
-  not read: its vocabulary is set (`genjax_config`) and its tokenizer not needed."""
-  import types  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from genjax import experiment, models  # pylint: disable=g-import-not-at-top
-  from genjax import train as train_lib  # pylint: disable=g-import-not-at-top
-  if not is_token_model(config):
-    return experiment.compile_setup(config, jax.devices()[:1])
-  family, key = models.get(config.model.name), jax.random.key(config.seed)
-  mesh = experiment.make_run_mesh(config, jax.devices()[:1])
-  ts = train_lib.create_train_state(family, config.model, config.optimizer,
-                                    config.total_steps, key)
-  graphdef, state = nnx.split(ts)
-  shardings = train_lib.state_shardings(state, mesh)
-  return types.SimpleNamespace(
-      step=train_lib.compile_train_step(family, graphdef, mesh, shardings),
-      state=jax.device_put(state, shardings), key=key,
-      num_params=train_lib.count_params(ts.model),
-      device_kind=mesh.devices.flat[0].device_kind, family=family, graphdef=graphdef,
-      mesh=mesh)
-
-
 def _genjax_worker(pair: str, extras: bool) -> dict:
   """Compiles and times the genjax train step of ``pair``; times cached sampling."""
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from genjax import inspection  # pylint: disable=g-import-not-at-top
+  from genjax import experiment, inspection  # pylint: disable=g-import-not-at-top
   from genjax import train as train_lib  # pylint: disable=g-import-not-at-top
   common.setup()
   _check_jax_device()
   config = genjax_config(pair, _BATCH.value)
-  setup = _genjax_setup(config)
-  batch = train_lib.shard_batch(synthetic_batch(config, _BATCH.value), setup.mesh)
-  state, key = setup.state, setup.key
+  # the batch given: a token model's text is not read (genjax_config sets its vocabulary)
+  setup = experiment.compile_setup(config, jax.devices()[:1],
+                                   batch=synthetic_batch(config, _BATCH.value))
+  batch, state, key = setup.batch, setup.state, setup.key
   if getattr(setup.family, "initialize", None) is not None:  # ActNorm, as a run does
     ts = nnx.merge(setup.graphdef, state)
     setup.family.initialize(ts.model, batch, jax.random.fold_in(key, 1))
