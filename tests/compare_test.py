@@ -104,3 +104,34 @@ def test_every_family_config_is_8bit_mnist():
                    "glow": "exact (dequantised)", "pixelcnn": "exact", "gated_pixelcnn": "exact",
                    "pixelcnn_pp": "exact", "pixelrnn": "exact", "dcgan": "none (implicit model)",
                    "diffusion": "bound (VDM)"}
+
+
+def _row(family, seed=0, fid=100.0, diverged=False, trained="2026-12-08 02:00", **kw):
+  return {"family": family, "seed": seed, "run": f"{family}/seed_{seed}", "params": 10,
+          "step": 5, "examples_per_sec": 2.0, "fid": fid, "kid": 1.0, "precision": 0.5,
+          "recall": 0.5, "images_per_sec_batch1": 1.0, "images_per_sec_batch64": 2.0,
+          "train_minutes": 1.0, "diverged": diverged, "trained": trained,
+          "host": "cpu, 2 cores", "load_average": [0.5, 1.5], **kw}
+
+
+def test_seeds_become_mean_spread_and_divergence_count_and_calls_are_listed():
+  """The table's arithmetic, without training: the GAN's seeds, and each run's
+  conditions when the rows come from calls on different days."""
+  rows = [_row("vae", test_bits_per_dim=1.5),
+          _row("dcgan", 0, fid=10.0), _row("dcgan", 1, fid=14.0, diverged="loss nan"),
+          _row("dcgan", 2, fid=18.0, trained="2026-12-09 03:00")]
+  summary = compare.summarize(rows)
+  assert [r["family"] for r in summary] == ["vae", "dcgan"]
+  gan = summary[1]
+  assert (gan["num_seeds"], gan["num_diverged"]) == (3, 1)
+  assert gan["fid"] == pytest.approx(14.0) and gan["fid_sd"] == pytest.approx(4.0)
+  assert summary[0]["num_seeds"] == 1 and "fid_sd" not in summary[0]
+  meta = {"budget_minutes": 60, "device": "cpu", "host": "cpu, 2 cores",
+          "num_metric_samples": 10_000, "written": "2026-12-09 04:00", "run_minutes": 240,
+          "wall_minutes": 61, "load_average": [1.0, 2.0]}
+  table = compare.markdown(summary, meta, rows)
+  assert "| dcgan (3 seeds, 1 diverged) | 10 | 5 |" in table
+  assert "| 14.0 ± 4.0 |" in table and "| 1.5000 | bound (ELBO) |" in table
+  assert "dcgan/seed_2 on 2026-12-09 03:00 (cpu, 2 cores, load 0.5 to 1.5)" in table
+  # one call's rows: the header's conditions suffice
+  assert "several calls" not in compare.markdown(summary, meta, rows[:3])

@@ -97,6 +97,10 @@ def _size_run(c, total_steps: int) -> None:
   c.optimizer.warmup_steps = min(c.optimizer.warmup_steps, max(1, total_steps // 10))
 
 
+def _host() -> str:
+  return f"{measure.cpu_model()}, {os.cpu_count()} cores"
+
+
 def _num_params(model) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
@@ -130,7 +134,8 @@ def run_one(name: str, workdir: pathlib.Path, *, budget_minutes: float, seed: in
     log(f"compare: {name} (seed {seed}): {step_seconds * 1e3:.0f} ms a step -> "
         f"{total} steps in {budget_minutes:g} min")
   _size_run(config, total)
-  t0 = time.time()
+  t0, load_start = time.time(), os.getloadavg()[0]
+  started = f"{datetime.datetime.now():%Y-%m-%d %H:%M}"
   diverged = None
   try:
     result = experiment.train(config, workdir)
@@ -148,6 +153,9 @@ def run_one(name: str, workdir: pathlib.Path, *, budget_minutes: float, seed: in
       "examples_per_sec": float(np.median([r["examples_per_sec"] for r in rows]))
                           if rows else None,
       "diverged": diverged or False,
+      # rows of one table may come from several calls (it resumes): each keeps its own
+      # conditions (a resumed run: those of the call that finished it)
+      "trained": started, "host": _host(), "load_average": [load_start, os.getloadavg()[0]],
       "curve": [[r["wall_seconds"] / 60, r["bits_per_dim"]] for r in rows
                 if "bits_per_dim" in r and math.isfinite(r["bits_per_dim"])],
   }
@@ -230,7 +238,7 @@ def _likelihood_kind(r: dict) -> str:
   return "exact"
 
 
-def markdown(summary: list[dict], meta: dict) -> str:
+def markdown(summary: list[dict], meta: dict, rows: list[dict] = ()) -> str:
   """The comparison table (one row per family) with its conditions and notes."""
   lines = [
       f"Every family on 8-bit MNIST, {meta['budget_minutes']:g} training minutes each "
@@ -262,6 +270,11 @@ def markdown(summary: list[dict], meta: dict) -> str:
             "(lower is better), so they are comparable across these rows but not with "
             "Inception-feature FIDs. Sampling speed is the fastest exact sampler of each "
             "family (cached for the pixel models), compile excluded."]
+  runs = [r for r in rows if "trained" in r]
+  if len({(r["trained"][:10], r["host"]) for r in runs}) > 1:  # gathered over several calls
+    lines += ["", "Each run's training, as the table gathers runs of several calls: " + "; ".join(
+        f"{r['run']} on {r['trained']} ({r['host']}, load {r['load_average'][0]:.1f} to "
+        f"{r['load_average'][1]:.1f})" for r in runs) + "."]
   return "\n".join(lines) + "\n"
 
 
@@ -372,7 +385,7 @@ def compare(root: pathlib.Path, families, *, budget_minutes: float, gan_seeds=(0
   summary = summarize(rows)
   meta = {"budget_minutes": budget_minutes, "num_metric_samples": num_metric_samples,
           "smoke": smoke, "device": jax.devices()[0].device_kind,
-          "host": f"{measure.cpu_model()}, {os.cpu_count()} cores",
+          "host": _host(),
           "written": f"{datetime.datetime.now():%Y-%m-%d %H:%M}",
           "wall_minutes": (time.time() - t_start) / 60,  # of this call (resumes skip work)
           "load_average": [load_start, os.getloadavg()[0]],  # 1-minute, start and end
@@ -380,7 +393,7 @@ def compare(root: pathlib.Path, families, *, budget_minutes: float, gan_seeds=(0
                              for r in rows)}
   out = {"meta": meta, "families": summary, "runs": rows}
   (root / "compare.json").write_text(json.dumps(out, indent=2) + "\n")
-  table = markdown(summary, meta)
+  table = markdown(summary, meta, rows)
   (root / "compare.md").write_text(table)
   try:
     written = plots(summary, rows, root)
