@@ -39,6 +39,12 @@ _NUM_METRIC_SAMPLES = flags.DEFINE_integer(
 
 def main(argv):
   del argv
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from genjax import rundir  # pylint: disable=g-import-not-at-top
+  # a user's mistakes that need no JAX fail before it starts, in a moment
+  rundir.load_config(_WORKDIR.value)
+  rundir.check_writable(pathlib.Path(_WORKDIR.value) / "eval.json", "the evaluation output",
+                        directory=False)
   from genjax import experiment  # pylint: disable=g-import-not-at-top
   common.setup()
   result = experiment.evaluate(_WORKDIR.value, num_samples=_NUM_SAMPLES.value,

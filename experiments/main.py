@@ -28,9 +28,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "run directory", required=True)
 
 def main(argv):
   del argv
+  from genjax import models, rundir  # pylint: disable=g-import-not-at-top
+  # a user's mistakes that need no JAX fail before it starts, in a moment
+  rundir.check_writable(_WORKDIR.value, "the work directory")
+  config = _CONFIG.value or rundir.load_config(_WORKDIR.value)
+  models.check_name(config.model.name)
   from genjax import experiment  # pylint: disable=g-import-not-at-top
   common.setup()
-  config = _CONFIG.value or experiment.load_config(_WORKDIR.value)
   try:
     experiment.train(config, _WORKDIR.value)
   except experiment.NonFiniteLossError as e:

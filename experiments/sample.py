@@ -57,13 +57,13 @@ def _given(names) -> list[str]:
 
 def main(argv):
   del argv
-  from genjax import experiment  # pylint: disable=g-import-not-at-top
-  from genjax.data import run_data  # pylint: disable=g-import-not-at-top
-  common.setup()
+  # the flags are checked against the run before JAX starts: a mistake fails in a moment
+  from genjax import rundir  # pylint: disable=g-import-not-at-top
+  from genjax.data import kinds  # pylint: disable=g-import-not-at-top
   if _NUM.value is not None:
-    experiment.check_num(_NUM.value)
-  config = experiment.load_config(_WORKDIR.value)
-  kind = run_data.kind(config.data.name)
+    rundir.check_num(_NUM.value)
+  config = rundir.load_config(_WORKDIR.value)
+  kind = kinds.kind(config.data.name)
   options = {k: v for k, v in (("method", _METHOD.value), ("temperature", _TEMPERATURE.value),
                                ("steps", _STEPS.value), ("sampler", _SAMPLER.value),
                                ("eta", _ETA.value), ("guidance", _GUIDANCE.value))
@@ -80,11 +80,15 @@ def main(argv):
   if kind == "text" and _GUIDANCE.value is not None:
     raise ValueError(f"--guidance applies to diffusion and text-to-image runs only; "
                      f"{_WORKDIR.value} is a text run of {config.model.name}")
+  if kind == "captions" and _CAPTION.value is None:
+    raise ValueError("a text-to-image run needs --caption=\"...\" (e.g. \"two seven\")")
+  if _OUT.value:
+    rundir.check_writable(_OUT.value, "--out", directory=False)
+  from genjax import experiment  # pylint: disable=g-import-not-at-top
+  common.setup()
   if kind == "captions":
     options.update({k: v for k, v in (("top_k", _TOP_K.value), ("top_p", _TOP_P.value))
                     if v is not None})
-    if _CAPTION.value is None:
-      raise ValueError("a text-to-image run needs --caption=\"...\" (e.g. \"two seven\")")
     print(experiment.sample_captions(_WORKDIR.value, _CAPTION.value, num=_NUM.value or 16,
                                      candidates=_CANDIDATES.value, out=_OUT.value,
                                      seed=_SEED.value, **options))

@@ -15,17 +15,15 @@ directory), ``inspection`` (cost, memory and IR of compiled functions),
 """
 
 from genjax import models
-from genjax import train
-from genjax import inspection
 
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-  # The data stack (TFDS, grain) and the runners import lazily: `import genjax`
-  # for the pure model functions stays fast.
+  # Everything but the registry imports on first use: `import genjax` (and the
+  # launchers' checks of a user's flags, before JAX starts) stays fast.
   import importlib  # pylint: disable=g-import-not-at-top
-  if name in ("data", "experiment", "checkpoint", "images", "distributions", "nn",
-              "metrics"):
+  if name in ("train", "inspection", "data", "experiment", "checkpoint", "images",
+              "distributions", "nn", "metrics"):
     return importlib.import_module(f"genjax.{name}")
   raise AttributeError(f"module 'genjax' has no attribute {name!r}")

@@ -39,6 +39,7 @@ from genjax import models
 from genjax import train as train_lib
 from genjax.data import run_data
 from genjax.rundir import MetricWriter
+from genjax.rundir import check_num
 from genjax.rundir import check_resumable as _check_resumable
 from genjax.rundir import check_writable
 from genjax.rundir import fmt_time as _fmt_time
@@ -809,13 +810,6 @@ def sample(workdir: str | pathlib.Path, *, num: int = 64, out: str | None = None
       cols = int(round(math.sqrt(imgs.shape[0])))
       paths.append(save(out_path.with_name(f"{out_path.stem}_{name}.png"), imgs, cols=cols))
   return paths
-
-
-def check_num(num) -> None:
-  """Raises ValueError unless ``num`` (samples to draw) is a positive integer."""
-  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-    raise ValueError(f"the number of samples (--num, num=) must be a positive "
-                     f"integer, got {num!r}")
 
 
 def _check_sample_kwargs(family, kwargs) -> None:

@@ -17,13 +17,13 @@ import pathlib
 import tempfile
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
 from genjax import fileio
-from genjax.data import run_data
 from genjax import models
+# JAX and the data stack import where they are used: the launchers check a user's
+# flags with this module before JAX starts, so that a mistake fails in a moment.
 
 # Config blocks that must not change when a run is resumed (they define the
 # parameters, the data order or the meaning of the step count).
@@ -48,6 +48,8 @@ def prepare_config(config: ml_collections.ConfigDict,
     KeyError: unknown model or dataset name (the message lists the known ones).
     ValueError: an inconsistent field, named with the fix.
   """
+  import jax  # pylint: disable=g-import-not-at-top
+  from genjax.data import run_data  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   family = models.get(config.model.name)
   data_fields = run_data.for_config(config, workdir).model_fields() if read_data else {}
@@ -74,6 +76,7 @@ def prepare_config(config: ml_collections.ConfigDict,
 
 def save_config(config, workdir: pathlib.Path) -> None:
   """Writes ``workdir/config.json`` (on process 0 only)."""
+  import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
@@ -120,6 +123,13 @@ def _normalise(x):
   if isinstance(x, (list, tuple)):
     return [_normalise(v) for v in x]
   return x
+
+
+def check_num(num) -> None:
+  """Raises ValueError unless ``num`` (samples to draw) is a positive integer."""
+  if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
+    raise ValueError(f"the number of samples (--num, num=) must be a positive "
+                     f"integer, got {num!r}")
 
 
 def check_writable(path: str | pathlib.Path, what: str, directory: bool = True) -> None:
@@ -244,6 +254,7 @@ class MetricWriter:
   """
 
   def __init__(self, workdir: pathlib.Path, resume_step: int | None = None):
+    import jax  # pylint: disable=g-import-not-at-top
     self._file = self._tb = None
     if jax.process_index() != 0:
       return

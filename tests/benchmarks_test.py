@@ -23,6 +23,19 @@ def test_sampler_settings_parse_and_bad_ones_name_the_form():
       diffusion_samplers.parse_settings([bad])
 
 
+def test_a_call_keeps_the_saved_rows_it_does_not_redraw():
+  row = lambda sampler, steps, fid: {"sampler": sampler, "steps": steps, "fid": fid}
+  saved = {"step": 100, "rows": [row("ddim", 10, 5.0), row("ddim", 20, 4.0)]}
+  merged = diffusion_samplers.merge_rows(saved, 100, [row("ddim", 20, 3.0),
+                                                      row("ancestral", 1000, 1.0)])
+  assert merged == [row("ancestral", 1000, 1.0), row("ddim", 20, 3.0), row("ddim", 10, 5.0)]
+  # another checkpoint's rows are not mixed in; no file: this call's rows alone
+  assert diffusion_samplers.merge_rows(saved, 200, [row("ddim", 50, 2.0)]) == [
+      row("ddim", 50, 2.0)]
+  assert diffusion_samplers.merge_rows(None, 100, [row("ddim", 50, 2.0)]) == [
+      row("ddim", 50, 2.0)]
+
+
 def test_quality_speed_plot_is_valid_svg_with_one_point_per_setting():
   rows = [{"sampler": "ddim", "steps": s, "fid": f, "images_per_second": r}
           for s, f, r in ((10, 40.0, 20.0), (50, 25.0, 4.0), (100, 22.0, 2.0))]

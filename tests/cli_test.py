@@ -138,3 +138,45 @@ def test_a_work_directory_survives_failed_finished_killed_and_diverged_launches(
   assert config["optimizer"]["learning_rate"] == 0.001 and config["total_steps"] == 30
   assert _train_rows(workdir) == [5, 10, 15, 20, *range(21, 31)]  # each step once
   assert _eval_rows(workdir) == [10, 20, 30]
+
+
+# Runs a launcher as `python -m` does, then says on stdout whether JAX was imported.
+_JAX_IMPORTED = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+  runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+finally:
+  print("jax imported:", "jax" in sys.modules)
+"""
+
+
+def test_mistakes_that_need_no_jax_fail_before_jax_starts(tmp_path, data_dir):
+  """No run, a file for a run, an unknown model, a flag of another kind of run, a bad
+  --num or --out, an unwritable eval.json: one line in well under a second of
+  work, since JAX (seconds to import) is not imported."""
+  run = tmp_path / "text_run"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps(
+      {"model": {"name": "gpt"}, "data": {"name": "counting"}}))
+  (run / "eval.json").mkdir()
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  cases = [
+      ([MAIN, f"--workdir={tmp_path / 'none'}"], "holds no genjax run"),
+      ([MAIN, f"--config={VAE_CONFIG}:smoke", f"--workdir={a_file}"],
+       "is a file, not a directory"),
+      ([MAIN, f"--config={VAE_CONFIG}:smoke", f"--workdir={tmp_path / 'new'}",
+        "--config.model.name=vea"], "unknown model 'vea'"),
+      (["experiments.evaluate", f"--workdir={a_file}"], "is a file, not a run directory"),
+      (["experiments.evaluate", f"--workdir={run}"], "eval.json is a directory"),
+      (["experiments.sample", f"--workdir={run}", "--noextras"], "apply to image runs only"),
+      (["experiments.sample", f"--workdir={run}", "--num=0"], "must be a positive integer"),
+      (["experiments.sample", f"--workdir={run}", f"--out={run}"], "is a directory"),
+  ]
+  for args, message in cases:
+    proc = subprocess.run([sys.executable, "-c", _JAX_IMPORTED, *args], cwd=REPO,
+                          env=_env(data_dir), capture_output=True, text=True, timeout=60)
+    _assert_one_line_error(proc, message)
+    assert proc.stdout.strip().splitlines()[-1] == "jax imported: False", (args, proc.stdout)
+  assert not (tmp_path / "new").exists()

@@ -11,7 +11,9 @@ then compares them with the first ``--num`` test images through
 ``genjax.metrics.sample_metrics`` (the MNIST classifier's features). A setting may
 carry its own sample count: ``ancestral:1000:500``. Writes
 ``WORKDIR/samplers.json`` and ``WORKDIR/samplers.svg`` (FID against images per
-second, log scale) and prints a Markdown table.
+second, log scale) and prints a Markdown table. Rows of the same checkpoint from
+earlier calls are kept unless this call draws their setting again, so the slow
+settings can be run one call at a time.
 """
 
 from __future__ import annotations
@@ -48,6 +50,17 @@ def parse_settings(items) -> list[tuple[str, int, int | None]]:
                        "sampler:steps:num (e.g. ddim:50)")
     out.append((parts[0], int(parts[1]), int(parts[2]) if len(parts) == 3 else None))
   return out
+
+
+def merge_rows(saved: dict | None, step: int, rows: list[dict]) -> list[dict]:
+  """This call's rows, after the saved rows of the same checkpoint step whose
+  ``(sampler, steps)`` this call did not draw again: slow settings can be added
+  one call at a time. Sorted from the most to the fewest sampler steps."""
+  kept = []
+  if saved and saved.get("step") == step:
+    new = {(r["sampler"], r["steps"]) for r in rows}
+    kept = [r for r in saved["rows"] if (r["sampler"], r["steps"]) not in new]
+  return sorted(kept + rows, key=lambda r: (-r["steps"], r["sampler"]))
 
 
 def svg_plot(rows: list[dict], title: str) -> str:
@@ -123,11 +136,14 @@ def main(argv):
     out = metrics.sample_metrics(real[:num], fake,
                                  **experiment._data_kwargs(config))  # pylint: disable=protected-access
     rows.append({"sampler": sampler, "steps": steps, "num": num,
+                 "written": time.strftime("%Y-%m-%d %H:%M"),
                  "images_per_second": num / seconds, "sample_seconds": seconds,
                  "compile_seconds": compile_s, **{k: float(v) for k, v in out.items()}})
     print(f"{sampler}:{steps} ({num} samples): FID {out['fid']:.2f}, KID "
           f"{out['kid']:.4f}, precision {out['precision']:.3f}, recall "
           f"{out['recall']:.3f}, {num / seconds:.2f} images/s", flush=True)
+  path = workdir / "samplers.json"
+  rows = merge_rows(json.loads(path.read_text()) if path.exists() else None, step, rows)
   result = {"workdir": str(workdir), "step": step, "device": device.device_kind,
             "platform": device.platform, "batch_size": _BATCH.value, "rows": rows}
   (workdir / "samplers.json").write_text(json.dumps(result, indent=2) + "\n")

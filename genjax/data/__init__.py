@@ -13,38 +13,35 @@ experiment config.
 
 from __future__ import annotations
 
-from genjax.data.builders import Digits
-from genjax.data.builders import IdxFormatError
-from genjax.data.builders import Mnist
-from genjax.data.builders import read_idx
-from genjax.data.pipeline import DATASETS
-from genjax.data.pipeline import VIEWS
-from genjax.data.pipeline import data_dir
-from genjax.data.pipeline import dequantize
-from genjax.data.pipeline import eval_batches
-from genjax.data.pipeline import info
-from genjax.data.pipeline import load_arrays
-from genjax.data.pipeline import source
-from genjax.data.pipeline import train_iterator
-from genjax.data import run_data
-from genjax.data import text
-from genjax.data import tokenizers
+import importlib
+
+# name -> the submodule that defines it. Imported on first use (PEP 562), so that
+# `genjax.data.kinds` loads without TFDS, grain or JAX.
+_EXPORTS = {
+    "Digits": "builders", "IdxFormatError": "builders", "Mnist": "builders",
+    "read_idx": "builders",
+    "DATASETS": "pipeline", "VIEWS": "pipeline", "data_dir": "pipeline",
+    "dequantize": "pipeline", "eval_batches": "pipeline", "info": "pipeline",
+    "load_arrays": "pipeline", "source": "pipeline", "train_iterator": "pipeline",
+}
+_SUBMODULES = ("builders", "captions", "kinds", "pipeline", "run_data", "text",
+               "tokenizers", "benchmark")
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"genjax.data.{_EXPORTS[name]}"), name)
+  if name in _SUBMODULES:
+    return importlib.import_module(f"genjax.data.{name}")
+  raise AttributeError(f"module 'genjax.data' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
+
 
 __all__ = [
-    "DATASETS",
-    "VIEWS",
-    "Digits",
-    "IdxFormatError",
-    "Mnist",
-    "data_dir",
-    "dequantize",
-    "eval_batches",
-    "info",
-    "load_arrays",
-    "read_idx",
-    "run_data",
-    "source",
-    "text",
-    "tokenizers",
-    "train_iterator",
+    "DATASETS", "VIEWS", "Digits", "IdxFormatError", "Mnist", "data_dir", "dequantize",
+    "eval_batches", "info", "load_arrays", "read_idx", "run_data", "source", "text",
+    "tokenizers", "train_iterator",
 ]

@@ -35,8 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.data import builders
+from genjax.data import kinds
 
-DATASETS = ("digits", "mnist")
+DATASETS = kinds.IMAGE_DATASETS
 VIEWS = ("binarized", "8bit")
 DATA_DIR_ENV = "GENJAX_DATA_DIR"
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from genjax import fileio
 from genjax.data import captions
+from genjax.data import kinds
 from genjax.data import pipeline
 from genjax.data import text
 from genjax.data import tokenizers as tok_lib
@@ -28,24 +29,8 @@ from genjax.data import tokenizers as tok_lib
 TOKENIZER_FILE = "tokenizer.json"
 
 
-CAPTION_DATASETS = ("captions",)
-
-
-def kind(name: str) -> str:
-  """``"image"``, ``"text"`` or ``"captions"`` (captioned digit strips).
-
-  Raises:
-    KeyError: naming every known dataset.
-  """
-  if name in pipeline.DATASETS:
-    return "image"
-  if name in text.DATASETS:
-    return "text"
-  if name in CAPTION_DATASETS:
-    return "captions"
-  raise KeyError(f"unknown dataset {name!r}; known datasets: "
-                 f"{', '.join(pipeline.DATASETS + text.DATASETS + CAPTION_DATASETS)}. "
-                 "Set config.data.name to one of them.")
+CAPTION_DATASETS = kinds.CAPTION_DATASETS
+kind = kinds.kind
 
 
 def _data_kwargs(config) -> dict:

@@ -41,10 +41,11 @@ import tensorflow_datasets as tfds
 
 from genjax import fileio
 from genjax.data import builders
+from genjax.data import kinds
 from genjax.data import pipeline
 from genjax.data import tokenizers as tok_lib
 
-DATASETS = ("text", "counting")
+DATASETS = kinds.TEXT_DATASETS
 TEXT_DIR_ENV = "GENJAX_TEXT_DIR"
 SPLITS = ("train", "test")
 

@@ -78,16 +78,22 @@ def names() -> list[str]:
   return sorted(_REGISTRY)
 
 
+def check_name(name: str) -> None:
+  """Raises ``KeyError``, with the list of known names, unless ``name`` is
+  registered (without importing the family)."""
+  if name not in _REGISTRY:
+    raise KeyError(
+        f"unknown model {name!r}; known models: {', '.join(names())}. "
+        "Set config.model.name to one of them.")
+
+
 def get(name: str) -> types.ModuleType:
   """Returns the family module registered as ``name``.
 
   Raises:
     KeyError: with the list of known names, when ``name`` is not registered.
   """
-  if name not in _REGISTRY:
-    raise KeyError(
-        f"unknown model {name!r}; known models: {', '.join(names())}. "
-        "Set config.model.name to one of them.")
+  check_name(name)
   return importlib.import_module(_REGISTRY[name])
 
 
