@@ -40,8 +40,4 @@ def __dir__():
   return sorted([*globals(), *_EXPORTS, *_SUBMODULES])
 
 
-__all__ = [
-    "DATASETS", "VIEWS", "Digits", "IdxFormatError", "Mnist", "data_dir", "dequantize",
-    "eval_batches", "info", "load_arrays", "read_idx", "run_data", "source", "text",
-    "tokenizers", "train_iterator",
-]
+__all__ = sorted([*_EXPORTS, "run_data", "text", "tokenizers"])
